@@ -1,0 +1,365 @@
+"""The consent store: subjects, encrypted templates and grants.
+
+Every write is one transaction that also bumps the ``consent_epoch`` counter, which
+caches and replicas use to know that consent changed. A write has reached the disk
+(SQLite WAL + synchronous=FULL, or PostgreSQL commit) before the method returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import Integer, Text, cast, delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from gate import db
+from gate.errors import NotFound, StorageError
+from gate.types import Grant, Requester, Subject, SubjectStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@runtime_checkable
+class ConsentStore(Protocol):
+    """Durable subjects, templates and grants."""
+
+    def add_subject(self, subject: Subject, ciphertexts: list[bytes], key_id: str) -> None: ...
+    def get_subject(self, subject_id: str) -> Subject | None: ...
+    def list_subjects(self) -> list[Subject]: ...
+    def set_status(self, subject_id: str, status: SubjectStatus) -> Subject: ...
+    def delete_subject(self, subject_id: str) -> bool: ...
+    def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]: ...
+    def template_packs(self) -> set[str]: ...
+    def add_grant(self, grant: Grant) -> None: ...
+    def get_grant(self, grant_id: str) -> Grant | None: ...
+    def list_grants(self, subject_id: str | None = None) -> list[Grant]: ...
+    def grants_for(self, subject_ids: Iterable[str]) -> dict[str, list[Grant]]: ...
+    def revoke_grant(self, grant_id: str, at: datetime) -> Grant: ...
+    def consume_use(self, grant_id: str) -> bool: ...
+    def epoch(self) -> int: ...
+    def ping(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def _subject_from_row(row: Any, template_count: int) -> Subject:
+    owner = None
+    if row.owner_app:
+        owner = Requester(app_id=row.owner_app, user_id=row.owner_user)
+    return Subject(
+        subject_id=row.subject_id, display_name=row.display_name, status=row.status,
+        owner=owner, aliases=list(row.aliases or []), model_pack=row.model_pack,
+        template_count=template_count, guardian=bool(row.guardian),
+        created_at=_aware(row.created_at) or utcnow(),
+    )
+
+
+def _grant_from_row(row: Any) -> Grant:
+    return Grant(
+        grant_id=row.grant_id, subject_id=row.subject_id, app_id=row.app_id,
+        user_id=row.user_id, operations=list(row.operations), content=list(row.content),
+        purpose=row.purpose, not_before=_aware(row.not_before),
+        expires_at=_aware(row.expires_at), max_uses=row.max_uses, uses=row.uses,
+        revoked_at=_aware(row.revoked_at), created_at=_aware(row.created_at) or utcnow(),
+    )
+
+
+class SqlConsentStore:
+    """SQLAlchemy Core over SQLite (WAL) or PostgreSQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        try:
+            db.create_schema(engine)
+        except SQLAlchemyError as exc:
+            raise StorageError("the consent database is unreachable") from exc
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _tx(self) -> Any:
+        return _Tx(self.engine)
+
+    def _read(self) -> Any:
+        return _Tx(self.engine, write=False)
+
+    @staticmethod
+    def _bump_epoch(conn: Connection) -> None:
+        key = "consent_epoch"
+        updated = conn.execute(
+            update(db.gate_meta).where(db.gate_meta.c.key == key)
+            .values(value=cast(cast(db.gate_meta.c.value, Integer) + 1, Text))
+        ).rowcount
+        if not updated:
+            conn.execute(insert(db.gate_meta).values(key=key, value="1"))
+
+    # -- subjects ---------------------------------------------------------------------
+    def add_subject(self, subject: Subject, ciphertexts: list[bytes], key_id: str) -> None:
+        now = utcnow()
+        with self._tx() as conn:
+            conn.execute(insert(db.subjects).values(
+                subject_id=subject.subject_id, display_name=subject.display_name,
+                status=subject.status,
+                owner_app=subject.owner.app_id if subject.owner else None,
+                owner_user=subject.owner.user_id if subject.owner else None,
+                aliases=list(subject.aliases), guardian=subject.guardian,
+                model_pack=subject.model_pack, created_at=subject.created_at, updated_at=now,
+            ))
+            conn.execute(insert(db.templates), [
+                {"subject_id": subject.subject_id, "model_pack": subject.model_pack,
+                 "key_id": key_id, "ciphertext": blob, "created_at": now}
+                for blob in ciphertexts
+            ])
+            self._bump_epoch(conn)
+
+    def _count_templates(self, conn: Connection, subject_id: str) -> int:
+        return int(conn.execute(
+            select(func.count()).select_from(db.templates)
+            .where(db.templates.c.subject_id == subject_id)
+        ).scalar_one())
+
+    def get_subject(self, subject_id: str) -> Subject | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(db.subjects).where(db.subjects.c.subject_id == subject_id)
+            ).first()
+            if row is None:
+                return None
+            return _subject_from_row(row, self._count_templates(conn, subject_id))
+
+    def list_subjects(self) -> list[Subject]:
+        with self._read() as conn:
+            counts = dict(conn.execute(
+                select(db.templates.c.subject_id, func.count()).group_by(db.templates.c.subject_id)
+            ).all())
+            rows = conn.execute(select(db.subjects).order_by(db.subjects.c.created_at)).all()
+            return [_subject_from_row(r, int(counts.get(r.subject_id, 0))) for r in rows]
+
+    def set_status(self, subject_id: str, status: SubjectStatus) -> Subject:
+        with self._tx() as conn:
+            n = conn.execute(update(db.subjects).where(db.subjects.c.subject_id == subject_id)
+                             .values(status=status, updated_at=utcnow())).rowcount
+            if not n:
+                raise NotFound("no such subject")
+            self._bump_epoch(conn)
+        subject = self.get_subject(subject_id)
+        assert subject is not None
+        return subject
+
+    def delete_subject(self, subject_id: str) -> bool:
+        with self._tx() as conn:
+            conn.execute(delete(db.grants).where(db.grants.c.subject_id == subject_id))
+            conn.execute(delete(db.templates).where(db.templates.c.subject_id == subject_id))
+            n = conn.execute(delete(db.subjects).where(db.subjects.c.subject_id == subject_id))
+            self._bump_epoch(conn)
+            return bool(n.rowcount)
+
+    def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(db.templates.c.subject_id, db.templates.c.ciphertext)
+                .where(db.templates.c.model_pack == model_pack)
+                .order_by(db.templates.c.template_id)
+            ).all()
+        for row in rows:
+            yield row.subject_id, bytes(row.ciphertext)
+
+    def template_packs(self) -> set[str]:
+        with self._read() as conn:
+            return {r[0] for r in conn.execute(select(db.templates.c.model_pack).distinct())}
+
+    # -- grants -----------------------------------------------------------------------
+    def add_grant(self, grant: Grant) -> None:
+        with self._tx() as conn:
+            exists = conn.execute(select(db.subjects.c.subject_id)
+                                  .where(db.subjects.c.subject_id == grant.subject_id)).first()
+            if exists is None:
+                raise NotFound("no such subject")
+            conn.execute(insert(db.grants).values(**grant.model_dump(exclude={"uses"}), uses=0))
+            self._bump_epoch(conn)
+
+    def get_grant(self, grant_id: str) -> Grant | None:
+        with self._read() as conn:
+            row = conn.execute(select(db.grants).where(db.grants.c.grant_id == grant_id)).first()
+            return _grant_from_row(row) if row else None
+
+    def list_grants(self, subject_id: str | None = None) -> list[Grant]:
+        query = select(db.grants).order_by(db.grants.c.created_at)
+        if subject_id is not None:
+            query = query.where(db.grants.c.subject_id == subject_id)
+        with self._read() as conn:
+            return [_grant_from_row(r) for r in conn.execute(query).all()]
+
+    def grants_for(self, subject_ids: Iterable[str]) -> dict[str, list[Grant]]:
+        ids = sorted(set(subject_ids))
+        out: dict[str, list[Grant]] = {s: [] for s in ids}
+        if not ids:
+            return out
+        with self._read() as conn:
+            for row in conn.execute(select(db.grants).where(db.grants.c.subject_id.in_(ids))):
+                out[row.subject_id].append(_grant_from_row(row))
+        return out
+
+    def revoke_grant(self, grant_id: str, at: datetime) -> Grant:
+        with self._tx() as conn:
+            row = conn.execute(select(db.grants).where(db.grants.c.grant_id == grant_id)).first()
+            if row is None:
+                raise NotFound("no such grant")
+            if row.revoked_at is None:
+                conn.execute(update(db.grants).where(db.grants.c.grant_id == grant_id)
+                             .values(revoked_at=at))
+                self._bump_epoch(conn)
+        grant = self.get_grant(grant_id)
+        assert grant is not None
+        return grant
+
+    def consume_use(self, grant_id: str) -> bool:
+        """Count one use; False when the grant is revoked or has no uses left (atomic)."""
+        g = db.grants.c
+        with self._tx() as conn:
+            n = conn.execute(
+                update(db.grants)
+                .where(g.grant_id == grant_id, g.revoked_at.is_(None),
+                       (g.max_uses.is_(None)) | (g.uses < g.max_uses))
+                .values(uses=g.uses + 1)
+            ).rowcount
+            return bool(n)
+
+    def epoch(self) -> int:
+        with self._read() as conn:
+            value = conn.execute(select(db.gate_meta.c.value)
+                                 .where(db.gate_meta.c.key == "consent_epoch")).scalar()
+            return int(value or 0)
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(select(1))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class _Tx:
+    """A transaction whose database errors become ``StorageError`` (safe message)."""
+
+    def __init__(self, engine: Engine, write: bool = True) -> None:
+        self._engine = engine
+        self._write = write
+        self._cm: Any = None
+
+    def __enter__(self) -> Connection:
+        try:
+            self._cm = self._engine.begin()
+            return self._cm.__enter__()  # type: ignore[no-any-return]
+        except SQLAlchemyError as exc:
+            raise StorageError("the consent database is unavailable") from exc
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            self._cm.__exit__(exc_type, exc, tb)
+        except SQLAlchemyError as err:
+            raise StorageError("the consent database write failed") from err
+        if isinstance(exc, SQLAlchemyError):
+            raise StorageError("the consent database is unavailable") from exc
+        return False
+
+
+class MemoryConsentStore:
+    """In-memory fake with the same behaviour, for fast unit tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._subjects: dict[str, Subject] = {}
+        self._templates: list[tuple[str, str, bytes]] = []
+        self._grants: dict[str, Grant] = {}
+        self._epoch = 0
+
+    def add_subject(self, subject: Subject, ciphertexts: list[bytes], key_id: str) -> None:
+        with self._lock:
+            self._subjects[subject.subject_id] = subject
+            self._templates += [(subject.subject_id, subject.model_pack, c) for c in ciphertexts]
+            self._epoch += 1
+
+    def get_subject(self, subject_id: str) -> Subject | None:
+        return self._subjects.get(subject_id)
+
+    def list_subjects(self) -> list[Subject]:
+        return list(self._subjects.values())
+
+    def set_status(self, subject_id: str, status: SubjectStatus) -> Subject:
+        with self._lock:
+            if subject_id not in self._subjects:
+                raise NotFound("no such subject")
+            s = self._subjects[subject_id].model_copy(update={"status": status})
+            self._subjects[subject_id] = s
+            self._epoch += 1
+            return s
+
+    def delete_subject(self, subject_id: str) -> bool:
+        with self._lock:
+            found = self._subjects.pop(subject_id, None) is not None
+            self._templates = [t for t in self._templates if t[0] != subject_id]
+            self._grants = {k: g for k, g in self._grants.items() if g.subject_id != subject_id}
+            self._epoch += 1
+            return found
+
+    def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]:
+        return iter([(s, c) for s, p, c in list(self._templates) if p == model_pack])
+
+    def template_packs(self) -> set[str]:
+        return {p for _, p, _ in self._templates}
+
+    def add_grant(self, grant: Grant) -> None:
+        with self._lock:
+            if grant.subject_id not in self._subjects:
+                raise NotFound("no such subject")
+            self._grants[grant.grant_id] = grant
+            self._epoch += 1
+
+    def get_grant(self, grant_id: str) -> Grant | None:
+        return self._grants.get(grant_id)
+
+    def list_grants(self, subject_id: str | None = None) -> list[Grant]:
+        return [g for g in self._grants.values() if subject_id in (None, g.subject_id)]
+
+    def grants_for(self, subject_ids: Iterable[str]) -> dict[str, list[Grant]]:
+        return {s: self.list_grants(s) for s in set(subject_ids)}
+
+    def revoke_grant(self, grant_id: str, at: datetime) -> Grant:
+        with self._lock:
+            grant = self._grants.get(grant_id)
+            if grant is None:
+                raise NotFound("no such grant")
+            if grant.revoked_at is None:
+                grant = grant.model_copy(update={"revoked_at": at})
+                self._grants[grant_id] = grant
+                self._epoch += 1
+            return grant
+
+    def consume_use(self, grant_id: str) -> bool:
+        with self._lock:
+            g = self._grants.get(grant_id)
+            if g is None or g.revoked_at is not None:
+                return False
+            if g.max_uses is not None and g.uses >= g.max_uses:
+                return False
+            self._grants[grant_id] = g.model_copy(update={"uses": g.uses + 1})
+            return True
+
+    def epoch(self) -> int:
+        return self._epoch
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,127 @@
+"""The database: one schema for SQLite (embedded) and PostgreSQL (scaled).
+
+SQLite runs in WAL mode with ``synchronous=FULL`` and every transaction starts with
+``BEGIN IMMEDIATE``, so a write that returned is on disk and writers are serialised (the
+audit chain needs that). PostgreSQL gets the same tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("subject_id", String(64), primary_key=True),
+    Column("display_name", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("owner_app", String(128)),
+    Column("owner_user", String(256)),
+    Column("aliases", JSON, nullable=False),
+    Column("guardian", Boolean, nullable=False, default=False),
+    Column("model_pack", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("template_id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_id", String(64),
+           ForeignKey("subjects.subject_id", ondelete="CASCADE"), nullable=False),
+    Column("model_pack", String(128), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_templates_subject", "subject_id"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("subject_id", String(64),
+           ForeignKey("subjects.subject_id", ondelete="CASCADE"), nullable=False),
+    Column("app_id", String(128), nullable=False),
+    Column("user_id", String(256)),
+    Column("operations", JSON, nullable=False),
+    Column("content", JSON, nullable=False),
+    Column("purpose", String(200)),
+    Column("not_before", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("max_uses", Integer),
+    Column("uses", Integer, nullable=False, default=0),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_grants_subject", "subject_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", String(40), nullable=False),
+    Column("body", Text, nullable=False),  # canonical JSON of the event
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+#: One row per counter: ``consent_epoch`` (bumped by every consent change), ``audit_head``.
+gate_meta = Table(
+    "gate_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create the engine and, for SQLite, make it durable and serialised."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               **kwargs)
+        _harden_sqlite(engine)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    return engine
+
+
+def _harden_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)

@@ -1,0 +1,537 @@
+"""FaceGate: the one engine. SDK, CLI, HTTP and proxy all call ``FaceGate.check``.
+
+decode -> detect -> align -> quality -> embed (one batch) -> identify (1:N index + consent
+store) -> screen text -> policy -> use counting -> audit. Any failure inside the decision
+path ends in a ``deny`` naming the fault class, or in a raised ``GateError`` for input the
+caller must fix (bad image, bad request). No code path turns an exception into ``allow``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gate.audit.chain import AuditSink, subject_ref
+from gate.consent.store import ConsentStore, utcnow
+from gate.errors import (
+    ConsentError,
+    EnrollmentError,
+    GateClosed,
+    GateError,
+    InvalidImage,
+    InvalidRequest,
+    ModelMismatch,
+    NotFound,
+)
+from gate.identity.index import IdentityIndex
+from gate.identity.templates import TemplateCipher
+from gate.imaging import DecodedImage, DecodeLimits, decode_image
+from gate.policy.evaluate import FaceFacts, PolicyEngine, RequestFacts
+from gate.settings import Settings
+from gate.types import (
+    CONTENT_CATEGORIES,
+    OPERATIONS,
+    AuditVerification,
+    ConsentNeed,
+    Decision,
+    FaceResult,
+    GateRequest,
+    Grant,
+    ImageInput,
+    Reason,
+    Requester,
+    Subject,
+    SubjectStatus,
+)
+from gate.vision.align import norm_crop
+from gate.vision.detect import Detection, FaceDetector
+from gate.vision.embed import FaceEmbedder
+from gate.vision.quality import face_quality
+
+log = logging.getLogger("gate")
+
+
+@dataclass(slots=True)
+class _Face:
+    """A face found in an input, on its way through the pipeline."""
+
+    image_index: int
+    frame_index: int
+    role: str
+    det: Detection
+    scale: float
+    pixels: np.ndarray
+    quality: float = 0.0
+    crop: np.ndarray | None = None
+    vector: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class _Timer:
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.stages[stage] = round(self.stages.get(stage, 0.0) + (now - started) * 1000, 3)
+        return now
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The swappable parts a FaceGate is built from (see ``gate.factory``)."""
+
+    detector: FaceDetector
+    embedder: FaceEmbedder
+    index: IdentityIndex
+    store: ConsentStore
+    policy: PolicyEngine
+    audit: AuditSink
+    cipher: TemplateCipher
+    audit_key: bytes
+
+
+class FaceGate:
+    """Decides whether a generation request may use the faces in it."""
+
+    def __init__(self, parts: Parts, settings: Settings) -> None:
+        self.parts = parts
+        self.settings = settings
+        self._closed = False
+        self._lock = threading.RLock()
+        self._limits = DecodeLimits(
+            max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+            max_side_px=settings.max_side_px, max_frames=settings.max_frames_total,
+        )
+        self._load_index()
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def open(cls, data_dir: str | Path = "data", **overrides: Any) -> FaceGate:
+        """The embedded default: SQLite and a local index in ``data_dir``."""
+        from gate.factory import build_gate
+
+        return build_gate(Settings(data_dir=Path(data_dir), **overrides))
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> FaceGate:
+        from gate.factory import build_gate
+
+        return build_gate(settings or Settings())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.parts.index.clear()
+                self.parts.store.close()
+
+    def __enter__(self) -> FaceGate:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GateClosed("this FaceGate is closed")
+
+    def _load_index(self) -> None:
+        pack = self.parts.embedder.pack_id
+        others = self.parts.store.template_packs() - {pack}
+        if others:
+            log.warning("templates from other model packs are ignored until re-enrolment",
+                        extra={"packs": sorted(others)})
+        self._foreign_packs = others
+        for subject_id, blob in self.parts.store.iter_templates(pack):
+            vec = self.parts.cipher.decrypt(blob, subject_id=subject_id, pack_id=pack)
+            self.parts.index.add(subject_id, vec[None, :])
+
+    # -- enrolment and consent ---------------------------------------------------------
+    def enroll(self, images: Sequence[bytes], display_name: str,
+               status: SubjectStatus = "protected", owner: Requester | None = None,
+               aliases: Sequence[str] = (), guardian: bool = False) -> Subject:
+        """Enrol one person from photos that each show exactly one face."""
+        self._check_open()
+        if not images:
+            raise EnrollmentError("enrolment needs at least one photo")
+        if status not in ("protected", "consenting"):
+            raise InvalidRequest("status must be 'protected' or 'consenting'", field="status")
+        name = display_name.strip()
+        if not name or len(name) > 200:
+            raise InvalidRequest("display_name must be 1-200 characters", field="display_name")
+        vectors = [self._enrolment_vector(data, i) for i, data in enumerate(images)]
+        subject = Subject(
+            subject_id=f"sub_{uuid.uuid4().hex[:20]}", display_name=name, status=status,
+            owner=owner, aliases=[a.strip() for a in aliases if a.strip()],
+            model_pack=self.parts.embedder.pack_id, template_count=len(vectors),
+            guardian=guardian, created_at=utcnow(),
+        )
+        pack = self.parts.embedder.pack_id
+        blobs = [self.parts.cipher.encrypt(v, subject_id=subject.subject_id, pack_id=pack)
+                 for v in vectors]
+        self.parts.store.add_subject(subject, blobs, self.parts.cipher.key_id)
+        self.parts.index.add(subject.subject_id, np.stack(vectors))
+        self._audit_event("enroll", subject_ids=[subject.subject_id])
+        return subject
+
+    def _enrolment_vector(self, data: bytes, position: int) -> np.ndarray:
+        try:
+            decoded = decode_image(data, self._limits)
+        except InvalidImage as exc:
+            raise type(exc)(f"enrolment photo {position}: {exc.message}") from exc
+        faces = [f for f in self._detect(decoded, 0, "reference") if f.frame_index == 0]
+        if len(faces) != 1:
+            what = "no face" if not faces else f"{len(faces)} faces"
+            raise EnrollmentError(f"enrolment photo {position} shows {what}; it must show "
+                                  "exactly one face")
+        face = faces[0]
+        self._prepare(face)
+        if face.det.size_px / face.scale < self.settings.min_face_px:
+            raise EnrollmentError(f"enrolment photo {position}: the face is too small")
+        return self.parts.embedder.embed([face.crop])[0]  # type: ignore[list-item]
+
+    def get_subject(self, subject_id: str) -> Subject:
+        subject = self.parts.store.get_subject(subject_id)
+        if subject is None:
+            raise NotFound("no such subject")
+        return subject
+
+    def list_subjects(self) -> list[Subject]:
+        return self.parts.store.list_subjects()
+
+    def set_status(self, subject_id: str, status: SubjectStatus) -> Subject:
+        subject = self.parts.store.set_status(subject_id, status)
+        self._audit_event("set_status", subject_ids=[subject_id], detail=status)
+        return subject
+
+    def grant(self, subject_id: str, *, app_id: str, operations: Iterable[str],
+              content: Iterable[str] = ("general",), user_id: str | None = None,
+              purpose: str | None = None, expires_at: datetime | None = None,
+              not_before: datetime | None = None, max_uses: int | None = None) -> Grant:
+        """Record a consent grant for ``subject_id`` (durable before it returns)."""
+        self._check_open()
+        ops = list(dict.fromkeys(operations))
+        cats = list(dict.fromkeys(content))
+        bad = [o for o in ops if o not in OPERATIONS] + [c for c in cats if c not in
+                                                           CONTENT_CATEGORIES]
+        if bad or not ops or not cats:
+            raise ConsentError("a grant needs known, non-empty operations and content")
+        if max_uses is not None and max_uses < 1:
+            raise ConsentError("max_uses must be at least 1")
+        grant = Grant(
+            grant_id=f"gr_{uuid.uuid4().hex[:20]}", subject_id=subject_id, app_id=app_id,
+            user_id=user_id, operations=ops, content=cats, purpose=purpose,  # type: ignore[arg-type]
+            not_before=_utc(not_before), expires_at=_utc(expires_at), max_uses=max_uses,
+            created_at=utcnow(),
+        )
+        self.parts.store.add_grant(grant)
+        self._audit_event("grant", subject_ids=[subject_id], detail=grant.grant_id)
+        return grant
+
+    def revoke(self, grant_id: str) -> Grant:
+        """Revoke at once; the grant never allows again."""
+        grant = self.parts.store.revoke_grant(grant_id, utcnow())
+        self._audit_event("revoke", subject_ids=[grant.subject_id], detail=grant_id)
+        return grant
+
+    def list_grants(self, subject_id: str | None = None) -> list[Grant]:
+        return self.parts.store.list_grants(subject_id)
+
+    def erase(self, subject_id: str) -> bool:
+        """Erase a subject: rows, templates, grants, index entries. Audit keeps hashes."""
+        found = self.parts.store.delete_subject(subject_id)
+        self.parts.index.remove(subject_id)
+        if not found:
+            raise NotFound("no such subject")
+        self._audit_event("erase", subject_ids=[subject_id])
+        return True
+
+    def verify_audit(self) -> AuditVerification:
+        return self.parts.audit.verify()
+
+    # -- the decision ---------------------------------------------------------------------
+    def check(self, request: GateRequest) -> Decision:
+        """Decide. Raises only for bad input (``InvalidImage``/``InvalidRequest``)."""
+        self._check_open()
+        request_id = request.request_id or f"req_{uuid.uuid4().hex[:20]}"
+        timer = _Timer()
+        started = time.perf_counter()
+        try:
+            decision = self._decide(request, request_id, timer)
+        except (InvalidImage, InvalidRequest):
+            raise
+        except GateError as exc:
+            decision = self._fault(request, request_id, exc.code, timer)
+        except Exception as exc:  # noqa: BLE001 -- fail closed on anything unexpected
+            log.exception("unexpected error in check", extra={"request_id": request_id})
+            decision = self._fault(request, request_id, type(exc).__name__, timer)
+        total = (time.perf_counter() - started) * 1000
+        return decision.model_copy(
+            update={"latency_ms": {**decision.latency_ms, "total": round(total, 3)}})
+
+    def check_output(self, image: bytes, *, request_id: str, requester: Requester,
+                     operation: str = "txt2img", content: Sequence[str] = ("general",),
+                     prompt: str = "") -> Decision:
+        """Screen a generated image; the result can only tighten the input decision."""
+        request = GateRequest(operation=operation, images=[ImageInput(role="output", data=image)],  # type: ignore[arg-type]
+                              content=list(content), prompt=prompt, requester=requester,  # type: ignore[arg-type]
+                              request_id=request_id)
+        return self.check(request)
+
+    def _decide(self, request: GateRequest, request_id: str, timer: _Timer) -> Decision:
+        self.ensure_pack_matches()
+        t = time.perf_counter()
+        decoded = [decode_image(img.data, self._limits) for img in request.images]
+        t = timer.add("decode", t)
+        faces: list[_Face] = []
+        for i, (img, dec) in enumerate(zip(request.images, decoded, strict=True)):
+            faces += self._detect(dec, i, img.role)
+        t = timer.add("detect", t)
+        for face in faces:
+            self._prepare(face)
+        t = timer.add("align", t)
+        crops = [f.crop for f in faces]
+        vectors = self.parts.embedder.embed(crops) if crops else np.zeros((0, 1), np.float32)  # type: ignore[arg-type]
+        for face, vec in zip(faces, vectors, strict=True):
+            face.vector = vec
+        t = timer.add("embed", t)
+        hits = self.parts.index.search(vectors, k=3) if faces else []
+        t = timer.add("search", t)
+        content, text_rules = self._effective_content(request)
+        name_hits = self._names_in_prompt(request)
+        t = timer.add("screen", t)
+        results, needs = self._classify(request, faces, hits, name_hits, content)
+        t = timer.add("identify", t)
+        facts = RequestFacts(
+            operation=request.operation, content=frozenset(content),
+            app_id=request.requester.app_id,
+            faces=tuple(FaceFacts(face_ref=r.face_ref, identity=r.identity, role=r.role,
+                                  source=r.source, subject_status=r.subject_status)
+                        for r in results),
+        )
+        evaluation = self.parts.policy.evaluate(facts)
+        t = timer.add("policy", t)
+        verdict, reasons = evaluation.verdict, list(evaluation.reasons)
+        if verdict == "allow":
+            verdict, reasons = self._consume_uses(results, verdict, reasons)
+        decision = Decision(
+            verdict=verdict, request_id=request_id, policy_version=self.parts.policy.version,
+            reasons=reasons, faces=results,
+            obligations=list(evaluation.obligations) if verdict == "allow" else [],
+            consent_needed=needs if verdict == "needs_consent" else [],
+            content=sorted(content), latency_ms=dict(timer.stages),  # type: ignore[arg-type]
+        )
+        self._audit_decision(request, decision, text_rules)
+        timer.add("audit", t)
+        return decision.model_copy(update={"latency_ms": dict(timer.stages)})
+
+    # -- pipeline stages -----------------------------------------------------------------
+    def _detect(self, decoded: DecodedImage, image_index: int, role: str) -> list[_Face]:
+        out: list[_Face] = []
+        for frame in decoded.frames:
+            for det in self.parts.detector.detect(frame.pixels):
+                out.append(_Face(image_index, frame.index, role, det, frame.scale, frame.pixels))
+        return _dedupe_frames(out)
+
+    def _prepare(self, face: _Face) -> None:
+        face.crop = norm_crop(face.pixels, face.det.landmarks_array())
+        face.quality = face_quality(face.det, face.crop).score
+
+    def _effective_content(self, request: GateRequest) -> tuple[set[str], list[str]]:
+        from gate.text import screen_prompt
+
+        content = set(request.content)
+        screen = screen_prompt(request.prompt, request.negative_prompt)
+        content |= set(screen.categories)
+        if request.operation == "nudify":
+            content.add("sexual")
+        if len(content) > 1:
+            content.discard("general")
+        return content, list(screen.rule_hits)
+
+    def _names_in_prompt(self, request: GateRequest) -> list[str]:
+        text = f"{request.prompt}\n{request.negative_prompt}".strip()
+        if not text:
+            return []
+        matcher = self._name_matcher()
+        return list(dict.fromkeys(hit.subject_id for hit in matcher.find(text)))
+
+    def _name_matcher(self) -> Any:
+        from gate.text import NameMatcher
+
+        epoch = self.parts.store.epoch()
+        cached = getattr(self, "_names_cache", None)
+        if cached is None or cached[0] != epoch:
+            names = {s.subject_id: [s.display_name, *s.aliases]
+                     for s in self.parts.store.list_subjects()}
+            cached = (epoch, NameMatcher(names))
+            self._names_cache = cached
+        return cached[1]
+
+    def _classify(self, request: GateRequest, faces: list[_Face], hits: list[Any],
+                  name_hits: list[str], content: set[str]
+                  ) -> tuple[list[FaceResult], list[ConsentNeed]]:
+        threshold = self.settings.match_threshold
+        matched_ids = [h[0].subject_id for h in hits if h and h[0].similarity >= threshold]
+        subject_ids = set(matched_ids) | set(name_hits)
+        subjects = {s: self.parts.store.get_subject(s) for s in subject_ids}
+        grants = self.parts.store.grants_for(subject_ids)
+        now = datetime.now(UTC)
+        results: list[FaceResult] = []
+        needs: list[ConsentNeed] = []
+        req = request.requester
+
+        def identify(subject_id: str) -> tuple[str, str | None, str | None]:
+            subject = subjects.get(subject_id)
+            if subject is None:  # erased between search and lookup: treat as unknown
+                return "unknown", None, None
+            if subject.status == "protected":
+                return "protected", "protected", None
+            if subject.owner is not None and subject.owner.app_id == req.app_id and \
+                    subject.owner.user_id == req.user_id and req.user_id is not None:
+                return "self", subject.status, None
+            for g in grants.get(subject_id, []):
+                if g.covers(app_id=req.app_id, user_id=req.user_id,
+                            operation=request.operation, content=sorted(content),
+                            purpose=request.purpose, now=now):
+                    return "consented", subject.status, g.grant_id
+            return "protected", subject.status, None
+
+        for n, face in enumerate(faces):
+            ref = f"i{face.image_index}f{n}" if face.frame_index == 0 else \
+                f"i{face.image_index}t{face.frame_index}f{n}"
+            best = hits[n][0] if hits[n] else None
+            size_px = int(round(face.det.size_px / face.scale))
+            poor = size_px < self.settings.min_face_px or face.quality < self.settings.min_quality
+            identity, status, grant_id, subject_id, similarity = "unknown", None, None, None, None
+            if best is not None:
+                similarity = round(best.similarity, 4)
+            if best is not None and best.similarity >= threshold and best.subject_id in subjects:
+                subject_id = best.subject_id
+                identity, status, grant_id = identify(subject_id)
+                if identity == "unknown":
+                    subject_id = None
+            if poor and identity in ("unknown", "consented", "self"):
+                identity, grant_id = "unidentifiable", None
+            bbox = tuple(int(round(v / face.scale)) for v in face.det.bbox)
+            results.append(FaceResult(
+                face_ref=ref, image_index=face.image_index, frame_index=face.frame_index,
+                role=face.role, bbox=bbox, det_score=round(face.det.score, 4),  # type: ignore[arg-type]
+                quality=round(face.quality, 4), size_px=size_px, identity=identity,  # type: ignore[arg-type]
+                subject_id=subject_id, subject_status=status, similarity=similarity,  # type: ignore[arg-type]
+                grant_id=grant_id,
+            ))
+        for n, subject_id in enumerate(name_hits):
+            identity, status, grant_id = identify(subject_id)
+            if identity == "unknown":
+                continue
+            results.append(FaceResult(
+                face_ref=f"p{n}", image_index=-1, role="reference", bbox=(0, 0, 0, 0),
+                det_score=0.0, quality=0.0, size_px=0, identity=identity,  # type: ignore[arg-type]
+                subject_id=subject_id, subject_status=status, grant_id=grant_id,  # type: ignore[arg-type]
+                source="prompt",
+            ))
+        for r in results:
+            if r.identity in ("unknown", "unidentifiable") or (
+                    r.identity == "protected" and r.subject_status == "consenting"):
+                needs.append(ConsentNeed(
+                    face_ref=r.face_ref, subject_id=r.subject_id, operation=request.operation,
+                    content=sorted(content), app_id=req.app_id, user_id=req.user_id,  # type: ignore[arg-type]
+                ))
+        return results, needs
+
+    def _consume_uses(self, results: list[FaceResult], verdict: str,
+                      reasons: list[Reason]) -> tuple[str, list[Reason]]:
+        """Count one use of each limited grant; a grant used up in a race turns into deny."""
+        for grant_id in dict.fromkeys(r.grant_id for r in results if r.grant_id):
+            grant = self.parts.store.get_grant(grant_id)
+            if grant is None or grant.max_uses is None:
+                continue
+            if not self.parts.store.consume_use(grant_id):
+                return "deny", [Reason(rule_id="core.grant_exhausted", effect="deny",
+                                       message="the consent grant has no uses left")]
+        return verdict, reasons
+
+    # -- failure and audit ---------------------------------------------------------------
+    def _fault(self, request: GateRequest, request_id: str, fault: str,
+               timer: _Timer) -> Decision:
+        log.error("check failed closed", extra={"request_id": request_id, "fault": fault})
+        decision = Decision(
+            verdict="deny", request_id=request_id, policy_version=self.parts.policy.version,
+            reasons=[Reason(rule_id="core.fail_closed", effect="deny",
+                            message=f"the gate could not decide safely ({fault}); denied")],
+            faces=[], latency_ms=dict(timer.stages),
+        )
+        try:
+            self._audit_decision(request, decision, [])
+        except GateError:
+            log.error("audit append failed", extra={"request_id": request_id})
+        return decision
+
+    def _audit_decision(self, request: GateRequest, decision: Decision,
+                        text_rules: list[str]) -> None:
+        self.parts.audit.append({
+            "kind": "check",
+            "request_id": decision.request_id,
+            "app_id": request.requester.app_id,
+            "operation": request.operation,
+            "verdict": decision.verdict,
+            "rule_ids": sorted({r.rule_id for r in decision.reasons}),
+            "subject_refs": sorted({subject_ref(self.parts.audit_key, f.subject_id)
+                                    for f in decision.faces if f.subject_id}),
+            "grant_ids": sorted({f.grant_id for f in decision.faces if f.grant_id}),
+            "image_sha256s": [img.sha256 for img in request.images],
+            "text_rules": text_rules,
+            "policy_version": decision.policy_version,
+        })
+
+    def _audit_event(self, kind: str, *, subject_ids: Sequence[str],
+                     detail: str | None = None) -> None:
+        event: dict[str, Any] = {
+            "kind": kind,
+            "subject_refs": [subject_ref(self.parts.audit_key, s) for s in subject_ids],
+        }
+        if detail is not None:
+            event["detail"] = detail
+        self.parts.audit.append(event)
+
+    def ensure_pack_matches(self) -> None:
+        """Raise when stored templates belong to another model pack (re-enrol needed)."""
+        if self._foreign_packs:
+            raise ModelMismatch(
+                f"stored templates were made with {sorted(self._foreign_packs)}, but the gate "
+                f"runs {self.parts.embedder.pack_id}; re-enrol those subjects")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _dedupe_frames(faces: list[_Face]) -> list[_Face]:
+    """Alpha-composited duplicates of a frame share an index; keep each box once."""
+    kept: list[_Face] = []
+    for face in faces:
+        if any(k.image_index == face.image_index and k.frame_index == face.frame_index
+               and _iou(k.det.bbox, face.det.bbox) > 0.8 for k in kept):
+            continue
+        kept.append(face)
+    return kept
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

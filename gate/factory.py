@@ -1,0 +1,82 @@
+"""``build_gate(settings)``: wires the parts chosen by settings into a ``FaceGate``.
+
+Heavy backends (onnxruntime, OpenCV, insightface, SQLAlchemy engines) are imported here,
+lazily, so ``import gate`` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from gate.errors import ModelUnavailable
+from gate.settings import Settings
+
+
+def _threads(settings: Settings) -> int:
+    return settings.ort_threads or min(4, os.cpu_count() or 1)
+
+
+def build_detector(settings: Settings):  # type: ignore[no-untyped-def]
+    from gate.vision import detect, packs
+
+    if settings.detector == "fake":
+        return detect.FakeDetector()
+    if settings.detector == "scrfd":
+        if settings.scrfd_model is None:
+            raise ModelUnavailable("detector=scrfd needs GATE_SCRFD_MODEL=/path/to/det_*.onnx")
+        path, _ = packs.verify_user_model(settings.scrfd_model, role="detector",
+                                          pinned_sha256=settings.scrfd_sha256,
+                                          accepted_license=settings.accept_license)
+        return detect.ScrfdDetector(path, score_threshold=settings.det_score_threshold,
+                                    threads=_threads(settings), input_px=settings.det_input_px)
+    path = packs.prepared_default("detector", settings.resolved_model_cache())
+    return detect.YuNetDetector(path, score_threshold=settings.det_score_threshold,
+                                threads=_threads(settings))
+
+
+def build_embedder(settings: Settings):  # type: ignore[no-untyped-def]
+    from gate.vision import embed, packs
+
+    if settings.embedder == "fake":
+        return embed.FakeEmbedder()
+    if settings.embedder == "arcface":
+        if settings.arcface_model is None:
+            raise ModelUnavailable("embedder=arcface needs GATE_ARCFACE_MODEL=/path/to/w600k_*.onnx")
+        path, digest = packs.verify_user_model(settings.arcface_model, role="recognizer",
+                                               pinned_sha256=settings.arcface_sha256,
+                                               accepted_license=settings.accept_license)
+        return embed.ArcFaceEmbedder(path, digest=digest, threads=_threads(settings))
+    path = packs.prepared_default("recognizer", settings.resolved_model_cache())
+    return embed.SFaceEmbedder(path, runtime=settings.sface_runtime, threads=_threads(settings))
+
+
+def build_gate(settings: Settings):  # type: ignore[no-untyped-def]
+    from gate.audit.chain import SqlAuditSink
+    from gate.consent.store import SqlConsentStore
+    from gate.db import make_engine
+    from gate.engine import FaceGate, Parts
+    from gate.identity.index import ExactIndex
+    from gate.identity.templates import TemplateCipher, load_or_create_key
+    from gate.policy.evaluate import RulePolicyEngine
+    from gate.policy.load import load_policy
+
+    policy = RulePolicyEngine(load_policy(settings.policy_file))
+    detector = build_detector(settings)
+    embedder = build_embedder(settings)
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    key = load_or_create_key(settings.resolved_key_file())
+    parts = Parts(
+        detector=detector, embedder=embedder, index=ExactIndex(embedder.dim),
+        store=SqlConsentStore(engine), policy=policy, audit=SqlAuditSink(engine),
+        cipher=TemplateCipher(key),
+        audit_key=hashlib.sha256(b"consent-gate-audit" + key).digest(),
+    )
+    return FaceGate(parts, settings)
+
+
+def model_cache(settings: Settings) -> Path:
+    return settings.resolved_model_cache()

@@ -1,0 +1,133 @@
+"""1:N identity index: which enrolled subject is this face?
+
+``ExactIndex`` is an exact cosine search over one numpy matrix (the default; exact and
+fast enough up to ~100k templates on 2 cores). ``DictIndex`` is the plain fake for tests.
+Both keep several templates per subject and report each subject's best template.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class IndexHit:
+    subject_id: str
+    similarity: float  # cosine, -1..1
+
+
+@runtime_checkable
+class IdentityIndex(Protocol):
+    """Unit-vector templates keyed by subject; searched in batches."""
+
+    def add(self, subject_id: str, templates: np.ndarray) -> None: ...
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[IndexHit]]: ...
+
+    def remove(self, subject_id: str) -> int: ...
+
+    def clear(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class ExactIndex:
+    """Exact cosine search; rows grow in place (amortised doubling), removal compacts."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._lock = threading.RLock()
+        self._matrix = np.zeros((0, dim), dtype=np.float32)
+        self._owners: list[str] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, subject_id: str, templates: np.ndarray) -> None:
+        rows = np.asarray(templates, dtype=np.float32).reshape(-1, self.dim)
+        with self._lock:
+            needed = self._size + len(rows)
+            if needed > len(self._matrix):
+                grown = np.zeros((max(needed, 2 * len(self._matrix), 64), self.dim),
+                                 dtype=np.float32)
+                grown[: self._size] = self._matrix[: self._size]
+                self._matrix = grown
+            self._matrix[self._size : needed] = rows
+            self._owners.extend([subject_id] * len(rows))
+            self._size = needed
+
+    def remove(self, subject_id: str) -> int:
+        with self._lock:
+            keep = [i for i, owner in enumerate(self._owners) if owner != subject_id]
+            removed = self._size - len(keep)
+            if removed:
+                matrix = np.zeros_like(self._matrix)
+                matrix[: len(keep)] = self._matrix[keep]
+                self._matrix = matrix  # the old rows are dropped, not left in memory
+                self._owners = [self._owners[i] for i in keep]
+                self._size = len(keep)
+            return removed
+
+    def clear(self) -> None:
+        with self._lock:
+            self._matrix = np.zeros((0, self.dim), dtype=np.float32)
+            self._owners = []
+            self._size = 0
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[IndexHit]]:
+        q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        with self._lock:
+            if self._size == 0 or len(q) == 0:
+                return [[] for _ in range(len(q))]
+            sims = q @ self._matrix[: self._size].T
+            owners = self._owners
+        return [_best_per_subject(row, owners, k) for row in sims]
+
+
+def _best_per_subject(row: np.ndarray, owners: list[str], k: int) -> list[IndexHit]:
+    depth = min(len(row), max(k * 8, 32))
+    top = np.argpartition(-row, depth - 1)[:depth] if depth < len(row) else np.arange(len(row))
+    top = top[np.argsort(-row[top], kind="stable")]
+    hits: list[IndexHit] = []
+    seen: set[str] = set()
+    for i in top:
+        owner = owners[int(i)]
+        if owner in seen:
+            continue
+        seen.add(owner)
+        hits.append(IndexHit(owner, float(row[int(i)])))
+        if len(hits) == k:
+            break
+    return hits
+
+
+class DictIndex:
+    """The simplest possible index, for tests: a dict of subject -> template rows."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._rows.values())
+
+    def add(self, subject_id: str, templates: np.ndarray) -> None:
+        for row in np.atleast_2d(np.asarray(templates, dtype=np.float32)):
+            self._rows.setdefault(subject_id, []).append(row)
+
+    def remove(self, subject_id: str) -> int:
+        return len(self._rows.pop(subject_id, []))
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[IndexHit]]:
+        out = []
+        for q in np.atleast_2d(np.asarray(queries, dtype=np.float32)):
+            best = [IndexHit(s, max(float(q @ r) for r in rows)) for s, rows in self._rows.items()]
+            out.append(sorted(best, key=lambda h: -h.similarity)[:k])
+        return out

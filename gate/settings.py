@@ -1,0 +1,80 @@
+"""Settings, read from the environment with the ``GATE_`` prefix (or passed explicitly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
+
+
+class Settings(BaseSettings):
+    """Every knob of the gate. ``GATE_DATA_DIR=/var/lib/gate`` sets ``data_dir``, etc."""
+
+    model_config = SettingsConfigDict(env_prefix="GATE_", extra="forbid", frozen=True)
+
+    data_dir: Path = Path("data")
+    #: SQLAlchemy URL; empty means SQLite in ``data_dir/gate.db``.
+    database_url: str = ""
+
+    # --- models -------------------------------------------------------------------
+    #: ``yunet`` (opencv-zoo, default), ``scrfd`` (insightface weights you supply), ``fake``.
+    detector: Literal["yunet", "scrfd", "fake"] = "yunet"
+    #: ``sface`` (opencv-zoo, default), ``arcface`` (insightface weights), ``fake``.
+    embedder: Literal["sface", "arcface", "fake"] = "sface"
+    #: Path of an SCRFD ``.onnx`` file when ``detector=scrfd``.
+    scrfd_model: Path | None = None
+    #: Path of an ArcFace ``.onnx`` file when ``embedder=arcface``.
+    arcface_model: Path | None = None
+    #: Pin the sha256 of a custom (non-manifest) SCRFD / ArcFace file.
+    scrfd_sha256: str | None = None
+    arcface_sha256: str | None = None
+    #: Explicit acceptance of restrictive model licences, e.g. ``noncommercial``.
+    accept_license: str | None = None
+    #: Where prepared (pruned, dequantised) model files are cached.
+    model_cache_dir: Path | None = None
+    #: Runtime for SFace: ``opencv`` measured ~2x faster than onnxruntime on 2 cores.
+    sface_runtime: Literal["onnxruntime", "opencv"] = "opencv"
+    #: onnxruntime intra-op threads (0: number of cores).
+    ort_threads: int = Field(default=0, ge=0, le=64)
+    det_score_threshold: float = Field(default=0.6, gt=0.0, lt=1.0)
+    #: Longest side of the image fed to the detector (letterboxed to a square).
+    det_input_px: int = Field(default=640, ge=160, le=1920)
+
+    # --- recognition thresholds (calibrated, see docs/accuracy.md) -----------------
+    #: Cosine similarity at or above which a face is the enrolled subject.
+    match_threshold: float = Field(default=0.36, ge=-1.0, le=1.0)
+    #: Faces with quality below this are ``unidentifiable``.
+    min_quality: float = Field(default=0.30, ge=0.0, le=1.0)
+    #: Faces whose shorter side is below this are ``unidentifiable``.
+    min_face_px: int = Field(default=24, ge=4)
+
+    # --- input limits ----------------------------------------------------------------
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=50_000_000, ge=1024)
+    max_side_px: int = Field(default=20_000, ge=64)
+    max_frames: int = Field(default=64, ge=1)
+    #: Frames beyond this count make an animated image invalid (bounded work).
+    max_frames_total: int = Field(default=1000, ge=1)
+
+    # --- policy, audit, keys ----------------------------------------------------------
+    policy_file: Path = DEFAULT_POLICY
+    #: Template encryption key file (32 bytes, base64); created with 0600 if missing.
+    key_file: Path | None = None
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gate.db').resolve()}"
+
+    def resolved_key_file(self) -> Path:
+        return self.key_file or (self.data_dir / "keys" / "template.key")
+
+    def resolved_model_cache(self) -> Path:
+        if self.model_cache_dir is not None:
+            return self.model_cache_dir
+        return Path.home() / ".cache" / "consent-gate" / "models"
