@@ -73,12 +73,12 @@ def check(
     inputs = []
     for spec in images:
         r, _, p = spec.rpartition("=") if "=" in spec else (role, "=", spec)
-        inputs.append(ImageInput(role=r, data=_read(Path(p))))  # type: ignore[arg-type]
+        inputs.append(ImageInput(role=r, data=_read(Path(p))))
     gate = _open(data_dir)
     try:
         decision = gate.check(GateRequest(
-            operation=operation, images=inputs, prompt=prompt,  # type: ignore[arg-type]
-            negative_prompt=negative_prompt, content=content.split(","),  # type: ignore[arg-type]
+            operation=operation, images=inputs, prompt=prompt,
+            negative_prompt=negative_prompt, content=content.split(","),
             purpose=purpose, requester=Requester(app_id=app_id, user_id=user)))
     finally:
         gate.close()

@@ -87,7 +87,18 @@ audit_events = Table(
     Column("hash", String(64), nullable=False),
 )
 
-#: One row per counter: ``consent_epoch`` (bumped by every consent change), ``audit_head``.
+#: The change feed: every consent change appends a row. Replicas (and caches) catch up by
+#: reading rows after the last ``seq`` they applied, so no change is ever lost.
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # subject_add, subject_delete, consent
+    Column("subject_id", String(64)),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+#: Small key/value table (schema version, ...).
 gate_meta = Table(
     "gate_meta",
     metadata,

@@ -107,6 +107,9 @@ class FaceGate:
         self.settings = settings
         self._closed = False
         self._lock = threading.RLock()
+        self._names_cache: tuple[int, Any] | None = None
+        self._feed_seq = 0
+        self._foreign_packs: set[str] = set()
         self._limits = DecodeLimits(
             max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
             max_side_px=settings.max_side_px, max_frames=settings.max_frames_total,
@@ -145,15 +148,43 @@ class FaceGate:
             raise GateClosed("this FaceGate is closed")
 
     def _load_index(self) -> None:
+        """Build the index from the store, then follow the change feed from its head."""
         pack = self.parts.embedder.pack_id
-        others = self.parts.store.template_packs() - {pack}
-        if others:
-            log.warning("templates from other model packs are ignored until re-enrolment",
-                        extra={"packs": sorted(others)})
-        self._foreign_packs = others
-        for subject_id, blob in self.parts.store.iter_templates(pack):
-            vec = self.parts.cipher.decrypt(blob, subject_id=subject_id, pack_id=pack)
-            self.parts.index.add(subject_id, vec[None, :])
+        with self._lock:
+            self._feed_seq = self.parts.store.epoch()
+            others = self.parts.store.template_packs() - {pack}
+            if others:
+                log.warning("templates from other model packs need re-enrolment",
+                            extra={"packs": sorted(others)})
+            self._foreign_packs = others
+            self.parts.index.clear()
+            for subject_id, blob in self.parts.store.iter_templates(pack):
+                vec = self.parts.cipher.decrypt(blob, subject_id=subject_id, pack_id=pack)
+                self.parts.index.add(subject_id, vec[None, :])
+
+    def sync(self) -> int:
+        """Apply consent changes made elsewhere (other replicas or processes).
+
+        Reads the change feed after the last applied sequence number, so nothing is lost
+        and applying a change twice is harmless. Returns the number of changes applied.
+        """
+        with self._lock:
+            changes = self.parts.store.changes_since(self._feed_seq)
+            pack = self.parts.embedder.pack_id
+            for seq, kind, subject_id in changes:
+                if subject_id is not None and kind in ("subject_add", "subject_delete"):
+                    self.parts.index.remove(subject_id)
+                    if kind == "subject_add":
+                        self._add_templates(subject_id, pack)
+                self._feed_seq = seq
+            return len(changes)
+
+    def _add_templates(self, subject_id: str, pack: str) -> None:
+        blobs = self.parts.store.subject_templates(subject_id, pack)
+        if blobs:
+            vectors = [self.parts.cipher.decrypt(b, subject_id=subject_id, pack_id=pack)
+                       for b in blobs]
+            self.parts.index.add(subject_id, np.stack(vectors))
 
     # -- enrolment and consent ---------------------------------------------------------
     def enroll(self, images: Sequence[bytes], display_name: str,
@@ -179,7 +210,7 @@ class FaceGate:
         blobs = [self.parts.cipher.encrypt(v, subject_id=subject.subject_id, pack_id=pack)
                  for v in vectors]
         self.parts.store.add_subject(subject, blobs, self.parts.cipher.key_id)
-        self.parts.index.add(subject.subject_id, np.stack(vectors))
+        self.sync()
         self._audit_event("enroll", subject_ids=[subject.subject_id])
         return subject
 
@@ -197,7 +228,18 @@ class FaceGate:
         self._prepare(face)
         if face.det.size_px / face.scale < self.settings.min_face_px:
             raise EnrollmentError(f"enrolment photo {position}: the face is too small")
-        return self.parts.embedder.embed([face.crop])[0]  # type: ignore[list-item]
+        vector: np.ndarray = self.parts.embedder.embed([face.crop])[0]  # type: ignore[list-item]
+        return vector
+
+    def largest_face_vector(self, data: bytes) -> tuple[np.ndarray, float] | None:
+        """Template and quality of the largest face (evaluation tooling; never exposed)."""
+        decoded = decode_image(data, self._limits)
+        faces = self._detect(decoded, 0, "reference")
+        if not faces:
+            return None
+        face = max(faces, key=lambda f: f.det.size_px)
+        self._prepare(face)
+        return self.parts.embedder.embed([face.crop])[0], face.quality  # type: ignore[list-item]
 
     def get_subject(self, subject_id: str) -> Subject:
         subject = self.parts.store.get_subject(subject_id)
@@ -229,7 +271,7 @@ class FaceGate:
             raise ConsentError("max_uses must be at least 1")
         grant = Grant(
             grant_id=f"gr_{uuid.uuid4().hex[:20]}", subject_id=subject_id, app_id=app_id,
-            user_id=user_id, operations=ops, content=cats, purpose=purpose,  # type: ignore[arg-type]
+            user_id=user_id, operations=ops, content=cats, purpose=purpose,
             not_before=_utc(not_before), expires_at=_utc(expires_at), max_uses=max_uses,
             created_at=utcnow(),
         )
@@ -250,6 +292,7 @@ class FaceGate:
         """Erase a subject: rows, templates, grants, index entries. Audit keeps hashes."""
         found = self.parts.store.delete_subject(subject_id)
         self.parts.index.remove(subject_id)
+        self.sync()
         if not found:
             raise NotFound("no such subject")
         self._audit_event("erase", subject_ids=[subject_id])
@@ -271,7 +314,7 @@ class FaceGate:
             raise
         except GateError as exc:
             decision = self._fault(request, request_id, exc.code, timer)
-        except Exception as exc:  # noqa: BLE001 -- fail closed on anything unexpected
+        except Exception as exc:
             log.exception("unexpected error in check", extra={"request_id": request_id})
             decision = self._fault(request, request_id, type(exc).__name__, timer)
         total = (time.perf_counter() - started) * 1000
@@ -282,14 +325,16 @@ class FaceGate:
                      operation: str = "txt2img", content: Sequence[str] = ("general",),
                      prompt: str = "") -> Decision:
         """Screen a generated image; the result can only tighten the input decision."""
-        request = GateRequest(operation=operation, images=[ImageInput(role="output", data=image)],  # type: ignore[arg-type]
-                              content=list(content), prompt=prompt, requester=requester,  # type: ignore[arg-type]
+        request = GateRequest(operation=operation, images=[ImageInput(role="output", data=image)],
+                              content=list(content), prompt=prompt, requester=requester,
                               request_id=request_id)
         return self.check(request)
 
     def _decide(self, request: GateRequest, request_id: str, timer: _Timer) -> Decision:
         self.ensure_pack_matches()
         t = time.perf_counter()
+        self.sync()
+        t = timer.add("sync", t)
         decoded = [decode_image(img.data, self._limits) for img in request.images]
         t = timer.add("decode", t)
         faces: list[_Face] = []
@@ -328,7 +373,7 @@ class FaceGate:
             reasons=reasons, faces=results,
             obligations=list(evaluation.obligations) if verdict == "allow" else [],
             consent_needed=needs if verdict == "needs_consent" else [],
-            content=sorted(content), latency_ms=dict(timer.stages),  # type: ignore[arg-type]
+            content=sorted(content), latency_ms=dict(timer.stages),
         )
         self._audit_decision(request, decision, text_rules)
         timer.add("audit", t)
@@ -349,7 +394,7 @@ class FaceGate:
     def _effective_content(self, request: GateRequest) -> tuple[set[str], list[str]]:
         from gate.text import screen_prompt
 
-        content = set(request.content)
+        content: set[str] = set(request.content)
         screen = screen_prompt(request.prompt, request.negative_prompt)
         content |= set(screen.categories)
         if request.operation == "nudify":
@@ -368,8 +413,8 @@ class FaceGate:
     def _name_matcher(self) -> Any:
         from gate.text import NameMatcher
 
-        epoch = self.parts.store.epoch()
-        cached = getattr(self, "_names_cache", None)
+        epoch = self._feed_seq
+        cached = self._names_cache
         if cached is None or cached[0] != epoch:
             names = {s.subject_id: [s.display_name, *s.aliases]
                      for s in self.parts.store.list_subjects()}
@@ -410,7 +455,7 @@ class FaceGate:
             ref = f"i{face.image_index}f{n}" if face.frame_index == 0 else \
                 f"i{face.image_index}t{face.frame_index}f{n}"
             best = hits[n][0] if hits[n] else None
-            size_px = int(round(face.det.size_px / face.scale))
+            size_px = round(face.det.size_px / face.scale)
             poor = size_px < self.settings.min_face_px or face.quality < self.settings.min_quality
             identity, status, grant_id, subject_id, similarity = "unknown", None, None, None, None
             if best is not None:
@@ -422,12 +467,12 @@ class FaceGate:
                     subject_id = None
             if poor and identity in ("unknown", "consented", "self"):
                 identity, grant_id = "unidentifiable", None
-            bbox = tuple(int(round(v / face.scale)) for v in face.det.bbox)
+            bbox = tuple(round(v / face.scale) for v in face.det.bbox)
             results.append(FaceResult(
                 face_ref=ref, image_index=face.image_index, frame_index=face.frame_index,
-                role=face.role, bbox=bbox, det_score=round(face.det.score, 4),  # type: ignore[arg-type]
-                quality=round(face.quality, 4), size_px=size_px, identity=identity,  # type: ignore[arg-type]
-                subject_id=subject_id, subject_status=status, similarity=similarity,  # type: ignore[arg-type]
+                role=face.role, bbox=bbox, det_score=round(face.det.score, 4),
+                quality=round(face.quality, 4), size_px=size_px, identity=identity,
+                subject_id=subject_id, subject_status=status, similarity=similarity,
                 grant_id=grant_id,
             ))
         for n, subject_id in enumerate(name_hits):
@@ -436,8 +481,8 @@ class FaceGate:
                 continue
             results.append(FaceResult(
                 face_ref=f"p{n}", image_index=-1, role="reference", bbox=(0, 0, 0, 0),
-                det_score=0.0, quality=0.0, size_px=0, identity=identity,  # type: ignore[arg-type]
-                subject_id=subject_id, subject_status=status, grant_id=grant_id,  # type: ignore[arg-type]
+                det_score=0.0, quality=0.0, size_px=0, identity=identity,
+                subject_id=subject_id, subject_status=status, grant_id=grant_id,
                 source="prompt",
             ))
         for r in results:
@@ -445,7 +490,7 @@ class FaceGate:
                     r.identity == "protected" and r.subject_status == "consenting"):
                 needs.append(ConsentNeed(
                     face_ref=r.face_ref, subject_id=r.subject_id, operation=request.operation,
-                    content=sorted(content), app_id=req.app_id, user_id=req.user_id,  # type: ignore[arg-type]
+                    content=sorted(content), app_id=req.app_id, user_id=req.user_id,
                 ))
         return results, needs
 

@@ -9,16 +9,22 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gate.errors import ModelUnavailable
 from gate.settings import Settings
+
+if TYPE_CHECKING:
+    from gate.engine import FaceGate
+    from gate.vision.detect import FaceDetector
+    from gate.vision.embed import FaceEmbedder
 
 
 def _threads(settings: Settings) -> int:
     return settings.ort_threads or min(4, os.cpu_count() or 1)
 
 
-def build_detector(settings: Settings):  # type: ignore[no-untyped-def]
+def build_detector(settings: Settings) -> FaceDetector:
     from gate.vision import detect, packs
 
     if settings.detector == "fake":
@@ -36,14 +42,15 @@ def build_detector(settings: Settings):  # type: ignore[no-untyped-def]
                                 threads=_threads(settings))
 
 
-def build_embedder(settings: Settings):  # type: ignore[no-untyped-def]
+def build_embedder(settings: Settings) -> FaceEmbedder:
     from gate.vision import embed, packs
 
     if settings.embedder == "fake":
         return embed.FakeEmbedder()
     if settings.embedder == "arcface":
         if settings.arcface_model is None:
-            raise ModelUnavailable("embedder=arcface needs GATE_ARCFACE_MODEL=/path/to/w600k_*.onnx")
+            raise ModelUnavailable(
+                "embedder=arcface needs GATE_ARCFACE_MODEL=/path/to/w600k_*.onnx")
         path, digest = packs.verify_user_model(settings.arcface_model, role="recognizer",
                                                pinned_sha256=settings.arcface_sha256,
                                                accepted_license=settings.accept_license)
@@ -52,7 +59,7 @@ def build_embedder(settings: Settings):  # type: ignore[no-untyped-def]
     return embed.SFaceEmbedder(path, runtime=settings.sface_runtime, threads=_threads(settings))
 
 
-def build_gate(settings: Settings):  # type: ignore[no-untyped-def]
+def build_gate(settings: Settings) -> FaceGate:
     from gate.audit.chain import SqlAuditSink
     from gate.consent.store import SqlConsentStore
     from gate.db import make_engine

@@ -36,15 +36,16 @@ def verify_models(settings: Settings | None = None) -> dict[str, Any]:
             prepared = packs.prepared_default(entry.role, cache)
             files.append({"role": entry.role, "file": str(path), "sha256": entry.sha256,
                           "prepared": str(prepared), "status": "ok", "license": entry.license})
-    for role, path, pinned in (("detector", settings.scrfd_model, settings.scrfd_sha256),
-                               ("recognizer", settings.arcface_model, settings.arcface_sha256)):
-        if path is None or (role == "detector" and settings.detector != "scrfd") or (
+    for role, user_path, pinned in (
+            ("detector", settings.scrfd_model, settings.scrfd_sha256),
+            ("recognizer", settings.arcface_model, settings.arcface_sha256)):
+        if user_path is None or (role == "detector" and settings.detector != "scrfd") or (
                 role == "recognizer" and settings.embedder != "arcface"):
             continue
-        _, digest = packs.verify_user_model(path, role=role, pinned_sha256=pinned,
+        _, digest = packs.verify_user_model(user_path, role=role, pinned_sha256=pinned,
                                             accepted_license=settings.accept_license)
         found = manifest.find_by_sha256(digest)
-        files.append({"role": role, "file": str(path), "sha256": digest, "status": "ok",
+        files.append({"role": role, "file": str(user_path), "sha256": digest, "status": "ok",
                       "license": found[1].license if found else "user-supplied"})
     return {"detector": settings.detector, "embedder": settings.embedder, "files": files}
 

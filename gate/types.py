@@ -69,6 +69,10 @@ def _normalise_content(value: Any) -> Any:
 ContentList = Annotated[list[ContentCategory], BeforeValidator(_normalise_content)]
 
 
+def _general() -> list[ContentCategory]:
+    return ["general"]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 
@@ -104,7 +108,7 @@ class GateRequest(_Frozen):
     images: list[ImageInput] = Field(default_factory=list, max_length=16)
     prompt: str = Field(default="", max_length=20_000)
     negative_prompt: str = Field(default="", max_length=20_000)
-    content: ContentList = Field(default_factory=lambda: ["general"])
+    content: ContentList = Field(default_factory=lambda: _general())
     purpose: str | None = Field(default=None, max_length=200)
     requester: Requester
     request_id: str | None = Field(default=None, max_length=64)

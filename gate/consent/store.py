@@ -1,7 +1,7 @@
 """The consent store: subjects, encrypted templates and grants.
 
-Every write is one transaction that also bumps the ``consent_epoch`` counter, which
-caches and replicas use to know that consent changed. A write has reached the disk
+Every write is one transaction that also appends to the change feed (``changes``), which
+caches and replicas read to learn that consent changed. A write has reached the disk
 (SQLite WAL + synchronous=FULL, or PostgreSQL commit) before the method returns.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Integer, Text, cast, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -49,6 +49,8 @@ class ConsentStore(Protocol):
     def revoke_grant(self, grant_id: str, at: datetime) -> Grant: ...
     def consume_use(self, grant_id: str) -> bool: ...
     def epoch(self) -> int: ...
+    def changes_since(self, seq: int) -> list[tuple[int, str, str | None]]: ...
+    def subject_templates(self, subject_id: str, model_pack: str) -> list[bytes]: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
 
@@ -93,14 +95,9 @@ class SqlConsentStore:
         return _Tx(self.engine, write=False)
 
     @staticmethod
-    def _bump_epoch(conn: Connection) -> None:
-        key = "consent_epoch"
-        updated = conn.execute(
-            update(db.gate_meta).where(db.gate_meta.c.key == key)
-            .values(value=cast(cast(db.gate_meta.c.value, Integer) + 1, Text))
-        ).rowcount
-        if not updated:
-            conn.execute(insert(db.gate_meta).values(key=key, value="1"))
+    def _record(conn: Connection, kind: str, subject_id: str | None) -> None:
+        """Append to the change feed inside the same transaction as the change."""
+        conn.execute(insert(db.changes).values(kind=kind, subject_id=subject_id, at=utcnow()))
 
     # -- subjects ---------------------------------------------------------------------
     def add_subject(self, subject: Subject, ciphertexts: list[bytes], key_id: str) -> None:
@@ -119,7 +116,7 @@ class SqlConsentStore:
                  "key_id": key_id, "ciphertext": blob, "created_at": now}
                 for blob in ciphertexts
             ])
-            self._bump_epoch(conn)
+            self._record(conn, "subject_add", subject.subject_id)
 
     def _count_templates(self, conn: Connection, subject_id: str) -> int:
         return int(conn.execute(
@@ -150,7 +147,7 @@ class SqlConsentStore:
                              .values(status=status, updated_at=utcnow())).rowcount
             if not n:
                 raise NotFound("no such subject")
-            self._bump_epoch(conn)
+            self._record(conn, "consent", subject_id)
         subject = self.get_subject(subject_id)
         assert subject is not None
         return subject
@@ -160,7 +157,8 @@ class SqlConsentStore:
             conn.execute(delete(db.grants).where(db.grants.c.subject_id == subject_id))
             conn.execute(delete(db.templates).where(db.templates.c.subject_id == subject_id))
             n = conn.execute(delete(db.subjects).where(db.subjects.c.subject_id == subject_id))
-            self._bump_epoch(conn)
+            conn.execute(delete(db.changes).where(db.changes.c.subject_id == subject_id))
+            self._record(conn, "subject_delete", subject_id)
             return bool(n.rowcount)
 
     def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]:
@@ -185,7 +183,7 @@ class SqlConsentStore:
             if exists is None:
                 raise NotFound("no such subject")
             conn.execute(insert(db.grants).values(**grant.model_dump(exclude={"uses"}), uses=0))
-            self._bump_epoch(conn)
+            self._record(conn, "consent", grant.subject_id)
 
     def get_grant(self, grant_id: str) -> Grant | None:
         with self._read() as conn:
@@ -217,7 +215,7 @@ class SqlConsentStore:
             if row.revoked_at is None:
                 conn.execute(update(db.grants).where(db.grants.c.grant_id == grant_id)
                              .values(revoked_at=at))
-                self._bump_epoch(conn)
+                self._record(conn, "consent", row.subject_id)
         grant = self.get_grant(grant_id)
         assert grant is not None
         return grant
@@ -235,10 +233,23 @@ class SqlConsentStore:
             return bool(n)
 
     def epoch(self) -> int:
+        """The last change-feed sequence number (0 before any change)."""
         with self._read() as conn:
-            value = conn.execute(select(db.gate_meta.c.value)
-                                 .where(db.gate_meta.c.key == "consent_epoch")).scalar()
-            return int(value or 0)
+            return int(conn.execute(select(func.max(db.changes.c.seq))).scalar() or 0)
+
+    def changes_since(self, seq: int) -> list[tuple[int, str, str | None]]:
+        c = db.changes.c
+        with self._read() as conn:
+            rows = conn.execute(select(c.seq, c.kind, c.subject_id).where(c.seq > seq)
+                                .order_by(c.seq)).all()
+        return [(int(r.seq), str(r.kind), r.subject_id) for r in rows]
+
+    def subject_templates(self, subject_id: str, model_pack: str) -> list[bytes]:
+        t = db.templates.c
+        with self._read() as conn:
+            rows = conn.execute(select(t.ciphertext).where(
+                t.subject_id == subject_id, t.model_pack == model_pack).order_by(t.template_id))
+            return [bytes(r[0]) for r in rows]
 
     def ping(self) -> None:
         with self._read() as conn:
@@ -263,14 +274,13 @@ class _Tx:
         except SQLAlchemyError as exc:
             raise StorageError("the consent database is unavailable") from exc
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             self._cm.__exit__(exc_type, exc, tb)
         except SQLAlchemyError as err:
             raise StorageError("the consent database write failed") from err
         if isinstance(exc, SQLAlchemyError):
             raise StorageError("the consent database is unavailable") from exc
-        return False
 
 
 class MemoryConsentStore:
@@ -281,13 +291,16 @@ class MemoryConsentStore:
         self._subjects: dict[str, Subject] = {}
         self._templates: list[tuple[str, str, bytes]] = []
         self._grants: dict[str, Grant] = {}
-        self._epoch = 0
+        self._changes: list[tuple[int, str, str | None]] = []
+
+    def _record(self, kind: str, subject_id: str | None) -> None:
+        self._changes.append((len(self._changes) + 1, kind, subject_id))
 
     def add_subject(self, subject: Subject, ciphertexts: list[bytes], key_id: str) -> None:
         with self._lock:
             self._subjects[subject.subject_id] = subject
             self._templates += [(subject.subject_id, subject.model_pack, c) for c in ciphertexts]
-            self._epoch += 1
+            self._record("subject_add", subject.subject_id)
 
     def get_subject(self, subject_id: str) -> Subject | None:
         return self._subjects.get(subject_id)
@@ -301,7 +314,7 @@ class MemoryConsentStore:
                 raise NotFound("no such subject")
             s = self._subjects[subject_id].model_copy(update={"status": status})
             self._subjects[subject_id] = s
-            self._epoch += 1
+            self._record("consent", subject_id)
             return s
 
     def delete_subject(self, subject_id: str) -> bool:
@@ -309,7 +322,7 @@ class MemoryConsentStore:
             found = self._subjects.pop(subject_id, None) is not None
             self._templates = [t for t in self._templates if t[0] != subject_id]
             self._grants = {k: g for k, g in self._grants.items() if g.subject_id != subject_id}
-            self._epoch += 1
+            self._record("subject_delete", subject_id)
             return found
 
     def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]:
@@ -323,7 +336,7 @@ class MemoryConsentStore:
             if grant.subject_id not in self._subjects:
                 raise NotFound("no such subject")
             self._grants[grant.grant_id] = grant
-            self._epoch += 1
+            self._record("consent", grant.subject_id)
 
     def get_grant(self, grant_id: str) -> Grant | None:
         return self._grants.get(grant_id)
@@ -342,7 +355,7 @@ class MemoryConsentStore:
             if grant.revoked_at is None:
                 grant = grant.model_copy(update={"revoked_at": at})
                 self._grants[grant_id] = grant
-                self._epoch += 1
+                self._record("consent", grant.subject_id)
             return grant
 
     def consume_use(self, grant_id: str) -> bool:
@@ -356,7 +369,13 @@ class MemoryConsentStore:
             return True
 
     def epoch(self) -> int:
-        return self._epoch
+        return len(self._changes)
+
+    def changes_since(self, seq: int) -> list[tuple[int, str, str | None]]:
+        return self._changes[seq:]
+
+    def subject_templates(self, subject_id: str, model_pack: str) -> list[bytes]:
+        return [c for s, p, c in self._templates if s == subject_id and p == model_pack]
 
     def ping(self) -> None:
         return None

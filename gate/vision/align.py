@@ -43,4 +43,4 @@ def norm_crop(image_bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> 
 
     dst = ARCFACE_TEMPLATE * (size / 112.0)
     matrix = similarity_transform(landmarks, dst)
-    return cv2.warpAffine(image_bgr, matrix, (size, size), borderValue=0.0)  # type: ignore[no-any-return]
+    return cv2.warpAffine(image_bgr, matrix, (size, size), borderValue=0.0)

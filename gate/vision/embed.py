@@ -36,7 +36,8 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if np.any(norms < 1e-6):
         raise InferenceError("recognizer returned a zero vector")
-    return vectors / norms
+    result: np.ndarray = vectors / norms
+    return result
 
 
 def _blob(aligned_bgr: Sequence[np.ndarray]) -> np.ndarray:

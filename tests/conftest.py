@@ -1,0 +1,66 @@
+"""Shared fixtures: test data locations and gates built from fakes or real models."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _shared(env: str, sub: str) -> Path:
+    return Path(os.environ.get(env, REPO.parent / "shared" / sub))
+
+
+def _require(path: Path, what: str) -> Path:
+    if path.is_dir():
+        return path
+    if os.environ.get("GATE_REQUIRE_TEST_FACES") == "1":
+        pytest.fail(f"{what} not found at {path} (GATE_REQUIRE_TEST_FACES=1)")
+    pytest.skip(f"{what} not found at {path}")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """``../shared/faces`` (or $GATE_TEST_FACES_DIR): labelled real photos."""
+    return _require(_shared("GATE_TEST_FACES_DIR", "faces"), "labelled test faces")
+
+
+@pytest.fixture(scope="session")
+def shared_models_dir() -> Path:
+    """``../shared/models`` (or $GATE_TEST_MODELS_DIR): extra real weights (SCRFD)."""
+    return _require(_shared("GATE_TEST_MODELS_DIR", "models"), "shared test models")
+
+
+def noise_png(seed: int, size: int = 112) -> bytes:
+    """A distinct, sharp synthetic 'person' for the fake detector/embedder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def fake_gate(tmp_path: Path) -> Iterator[object]:
+    """A FaceGate on fake detector/embedder, real SQLite store, real policy and audit."""
+    from gate.engine import FaceGate
+
+    gate = FaceGate.open(tmp_path / "data", detector="fake", embedder="fake",
+                         match_threshold=0.9)
+    yield gate
+    gate.close()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gate.settings import Settings
+
+    return Settings().resolved_model_cache()

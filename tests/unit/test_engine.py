@@ -1,0 +1,340 @@
+"""The engine's rules, identity classes and lifecycle, on fast fakes.
+
+The fake detector sees one frontal face filling each image; the fake embedder gives
+identical crops identical vectors. So an image's bytes stand for a person.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from gate.engine import FaceGate
+from gate.errors import EnrollmentError, NotFound, StorageError
+from gate.types import GateRequest, ImageInput, Requester
+from gate.vision.detect import Detection, FakeDetector, whole_image_face
+from tests.conftest import noise_png
+
+ADA, BOB, CAROL, STRANGER = (noise_png(i) for i in (1, 2, 3, 4))
+STUDIO_U1 = Requester(app_id="studio", user_id="u1")
+
+
+def req(operation: str, *images: bytes, content: list[str] | None = None,
+        requester: Requester = STUDIO_U1, prompt: str = "", role: str = "target") -> GateRequest:
+    return GateRequest(operation=operation,  # type: ignore[arg-type]
+                       images=[ImageInput(role=role, data=i) for i in images],  # type: ignore[arg-type]
+                       content=content or ["general"], prompt=prompt,  # type: ignore[arg-type]
+                       requester=requester)
+
+
+@pytest.fixture
+def gate(fake_gate: Any) -> FaceGate:
+    return fake_gate  # type: ignore[no-any-return]
+
+
+def test_protected_subject_is_denied(gate: FaceGate) -> None:
+    ada = gate.enroll([ADA], display_name="Ada", status="protected")
+    d = gate.check(req("face_swap", ADA))
+    assert d.verdict == "deny"
+    assert d.faces[0].identity == "protected"
+    assert d.faces[0].subject_id == ada.subject_id
+    assert d.faces[0].similarity is not None and d.faces[0].similarity > 0.99
+    assert "core.protected_subject" in d.rule_ids
+    assert d.reasons[0].face_ref == d.faces[0].face_ref
+
+
+def test_protected_subject_denied_even_with_a_grant(gate: FaceGate) -> None:
+    ada = gate.enroll([ADA], display_name="Ada", status="protected")
+    gate.grant(ada.subject_id, app_id="studio", operations=["face_swap"], content=["general"])
+    assert gate.check(req("face_swap", ADA)).verdict == "deny"
+
+
+def test_consented_face_swap_is_allowed(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    grant = gate.grant(bob.subject_id, app_id="studio", operations=["face_swap", "img2img"],
+                       content=["general"], expires_at=None)
+    d = gate.check(req("face_swap", BOB))
+    assert d.verdict == "allow"
+    assert d.faces[0].identity == "consented"
+    assert d.faces[0].grant_id == grant.grant_id
+    assert d.rule_ids == ["allow.consented"]
+    assert "label_ai_content" in d.obligations
+
+
+@pytest.mark.parametrize(("grant_kwargs", "request_kwargs"), [
+    ({"app_id": "other"}, {}),
+    ({"app_id": "studio", "user_id": "someone-else"}, {}),
+    ({"app_id": "studio", "operations": ["img2img"]}, {}),
+    ({"app_id": "studio", "purpose": "ads"}, {}),
+])
+def test_grant_scope_must_cover_the_request(gate: FaceGate, grant_kwargs: dict[str, Any],
+                                            request_kwargs: dict[str, Any]) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    kwargs = {"operations": ["face_swap"], "content": ["general"], **grant_kwargs}
+    gate.grant(bob.subject_id, **kwargs)
+    d = gate.check(req("face_swap", BOB, **request_kwargs))
+    assert d.verdict == "needs_consent"
+    assert d.faces[0].identity == "protected"
+    assert d.faces[0].subject_status == "consenting"
+    assert d.rule_ids == ["consent.subject_not_covered"]
+    assert d.consent_needed[0].subject_id == bob.subject_id
+    assert d.consent_needed[0].operation == "face_swap"
+
+
+def test_sexual_content_needs_sexual_consent(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    gate.grant(bob.subject_id, app_id="studio", operations=["img2img"], content=["general"])
+    d = gate.check(req("img2img", BOB, content=["sexual"]))
+    assert d.verdict == "deny"
+    assert "sexual.face_not_covered" in d.rule_ids
+
+
+def test_sexual_grant_covers_sexual_content(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    gate.grant(bob.subject_id, app_id="studio", operations=["img2img"],
+               content=["general", "sexual"])
+    assert gate.check(req("img2img", BOB, content=["sexual"])).verdict == "allow"
+
+
+def test_self_use_is_allowed(gate: FaceGate) -> None:
+    gate.enroll([CAROL], display_name="Carol", status="consenting", owner=STUDIO_U1)
+    d = gate.check(req("face_swap", CAROL))
+    assert d.verdict == "allow"
+    assert d.faces[0].identity == "self"
+    assert d.rule_ids == ["allow.self"]
+
+
+def test_self_needs_same_app_and_user(gate: FaceGate) -> None:
+    gate.enroll([CAROL], display_name="Carol", status="consenting",
+                owner=Requester(app_id="studio", user_id="carol"))
+    d = gate.check(req("face_swap", CAROL))
+    assert d.faces[0].identity == "protected"
+    assert d.verdict == "needs_consent"
+
+
+@pytest.mark.parametrize(("operation", "content", "verdict", "rule"), [
+    ("face_swap", "general", "needs_consent", "consent.unknown_face_sensitive"),
+    ("video_face_swap", "general", "needs_consent", "consent.unknown_face_sensitive"),
+    ("inpaint", "general", "needs_consent", "consent.unknown_face_sensitive"),
+    ("avatar_train", "general", "needs_consent", "consent.unknown_face_sensitive"),
+    ("edit", "general", "needs_consent", "consent.unknown_face_sensitive"),
+    ("nudify", "general", "deny", "nudify.uncovered_face"),
+    ("img2img", "general", "allow", "allow.face_unchanged"),
+    ("face_restore", "general", "allow", "allow.face_unchanged"),
+    ("img2img", "sexual", "deny", "sexual.face_not_covered"),
+])
+def test_unknown_face(gate: FaceGate, operation: str, content: str, verdict: str,
+                      rule: str) -> None:
+    d = gate.check(req(operation, STRANGER, content=[content]))
+    assert d.faces[0].identity == "unknown"
+    assert d.verdict == verdict
+    assert rule in d.rule_ids
+
+
+def test_nudify_is_sexual_content(gate: FaceGate) -> None:
+    d = gate.check(req("nudify", STRANGER))
+    assert "sexual" in d.content
+    assert "sexual.face_not_covered" in d.rule_ids
+
+
+def test_no_face_is_allowed_but_nudify_without_face_is_not(fake_gate: Any,
+                                                           tmp_path: Path) -> None:
+    assert fake_gate.check(req("txt2img")).verdict == "allow"
+    assert fake_gate.check(req("txt2img")).rule_ids == ["allow.no_faces"]
+    d = fake_gate.check(req("nudify"))
+    assert d.verdict == "deny"
+    assert d.rule_ids == ["nudify.no_face"]
+
+
+def test_unknown_operation_is_rejected() -> None:
+    with pytest.raises(ValidationError):
+        GateRequest(operation="deepfake", requester=STUDIO_U1)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        GateRequest(operation="img2img", content=["weird"], requester=STUDIO_U1)  # type: ignore[list-item]
+    with pytest.raises(ValidationError):
+        ImageInput(role="selfie", data=b"x")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        GateRequest(operation="img2img", requester=STUDIO_U1, extra=1)  # type: ignore[call-arg]
+
+
+def test_content_synonyms_are_normalised() -> None:
+    r = GateRequest(operation="img2img", content=["nudity", "none", "violence"],
+                    requester=STUDIO_U1)
+    assert r.content == ["sexual", "general", "violent"]
+
+
+def test_revocation_takes_effect_at_once(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    grant = gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"])
+    assert gate.check(req("face_swap", BOB)).verdict == "allow"
+    revoked = gate.revoke(grant.grant_id)
+    assert revoked.revoked_at is not None
+    d = gate.check(req("face_swap", BOB))
+    assert d.verdict == "needs_consent"
+    assert d.faces[0].grant_id is None
+
+
+def test_expired_and_future_grants_do_not_cover(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    now = datetime.now(UTC)
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"],
+               expires_at=now - timedelta(seconds=1))
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"],
+               not_before=now + timedelta(hours=1))
+    assert gate.check(req("face_swap", BOB)).verdict == "needs_consent"
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"],
+               expires_at=now + timedelta(hours=1))
+    assert gate.check(req("face_swap", BOB)).verdict == "allow"
+
+
+def test_max_uses_is_counted(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    grant = gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"], max_uses=2)
+    assert [gate.check(req("face_swap", BOB)).verdict for _ in range(3)] == [
+        "allow", "allow", "needs_consent"]
+    stored = gate.parts.store.get_grant(grant.grant_id)
+    assert stored is not None and stored.uses == 2
+
+
+def test_erased_subject_becomes_unknown(gate: FaceGate, tmp_path: Path) -> None:
+    ada = gate.enroll([ADA], display_name="Ada", status="protected")
+    assert gate.check(req("face_swap", ADA)).verdict == "deny"
+    gate.erase(ada.subject_id)
+    d = gate.check(req("face_swap", ADA))
+    assert d.faces[0].identity == "unknown"
+    assert d.faces[0].subject_id is None
+    assert len(gate.parts.index) == 0
+    with pytest.raises(NotFound):
+        gate.get_subject(ada.subject_id)
+    db = sqlite3.connect(tmp_path / "data" / "gate.db")
+    for table in ("subjects", "templates", "grants"):
+        rows = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        assert rows == 0, table
+    assert "Ada" not in str(db.execute("SELECT body FROM audit_events").fetchall())
+    db.close()
+    with pytest.raises(NotFound):
+        gate.erase(ada.subject_id)
+
+
+def test_several_faces_all_must_be_covered(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"])
+    d = gate.check(GateRequest(operation="face_swap", requester=STUDIO_U1, images=[
+        ImageInput(role="source", data=BOB), ImageInput(role="target", data=STRANGER)]))
+    assert d.verdict == "needs_consent"
+    assert [f.identity for f in d.faces] == ["consented", "unknown"]
+    assert [f.image_index for f in d.faces] == [0, 1]
+    assert d.consent_needed[0].face_ref == d.faces[1].face_ref
+
+
+def test_enrolment_needs_exactly_one_face(tmp_path: Path) -> None:
+    def two_faces(image: np.ndarray) -> list[Detection]:
+        left, right = image[:, :56], image[:, 56:]
+        shifted = whole_image_face(right)[0]
+        moved = Detection(bbox=(56.0, 0.0, 112.0, 112.0), score=shifted.score,
+                          landmarks=tuple((x + 56, y) for x, y in shifted.landmarks))
+        return [whole_image_face(left)[0], moved]
+
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    try:
+        gate.parts = gate.parts.__class__(**{**_parts(gate), "detector": FakeDetector(
+            lambda image: [])})
+        with pytest.raises(EnrollmentError, match="no face"):
+            gate.enroll([ADA], display_name="Ada")
+        gate.parts = gate.parts.__class__(**{**_parts(gate), "detector": FakeDetector(
+            two_faces)})
+        with pytest.raises(EnrollmentError, match="2 faces"):
+            gate.enroll([ADA], display_name="Ada")
+        with pytest.raises(EnrollmentError):
+            gate.enroll([], display_name="Ada")
+    finally:
+        gate.close()
+
+
+def _parts(gate: FaceGate) -> dict[str, Any]:
+    return {f: getattr(gate.parts, f) for f in gate.parts.__dataclass_fields__}
+
+
+def test_templates_are_encrypted_at_rest(gate: FaceGate, tmp_path: Path) -> None:
+    gate.enroll([ADA], display_name="Ada", status="protected")
+    db = sqlite3.connect(tmp_path / "data" / "gate.db")
+    (blob,) = db.execute("SELECT ciphertext FROM templates").fetchone()
+    db.close()
+    subject_id = gate.list_subjects()[0].subject_id
+    pack = gate.parts.embedder.pack_id
+    plain = gate.parts.cipher.decrypt(blob, subject_id=subject_id, pack_id=pack)
+    assert np.isclose(np.linalg.norm(plain), 1.0, atol=1e-4)
+    assert plain.astype("<f4").tobytes() not in blob  # stored bytes are ciphertext
+    with pytest.raises(StorageError):  # bound to its subject: cannot be moved to another row
+        gate.parts.cipher.decrypt(blob, subject_id="sub_other", pack_id=pack)
+    key_file = tmp_path / "data" / "keys" / "template.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_decision_never_carries_embeddings_or_pixels(gate: FaceGate) -> None:
+    gate.enroll([ADA], display_name="Ada", status="protected")
+    d = gate.check(req("face_swap", ADA))
+    dumped = d.model_dump_json()
+    assert len(dumped) < 4000
+    for forbidden in ("embedding", "vector", "template", "pixels", "Ada"):
+        assert forbidden not in dumped
+
+
+def test_audit_chain_verifies_and_detects_tampering(gate: FaceGate, tmp_path: Path) -> None:
+    gate.enroll([ADA], display_name="Ada", status="protected")
+    for _ in range(3):
+        gate.check(req("face_swap", ADA))
+    assert gate.verify_audit().ok
+    path = tmp_path / "data" / "gate.db"
+    db = sqlite3.connect(path)
+    db.execute("UPDATE audit_events SET body = replace(body, 'deny', 'allow') WHERE seq = 3")
+    db.commit()
+    result = gate.verify_audit()
+    assert not result.ok and result.first_bad_seq == 3
+    db.execute("UPDATE audit_events SET body = replace(body, 'allow', 'deny') WHERE seq = 3")
+    db.execute("DELETE FROM audit_events WHERE seq = 2")
+    db.commit()
+    assert not gate.verify_audit().ok
+    db.close()
+
+
+def test_audit_detects_reordering() -> None:
+    from gate.audit.chain import MemoryAuditSink
+
+    sink = MemoryAuditSink()
+    for i in range(4):
+        sink.append({"kind": "check", "i": i})
+    assert sink.verify().ok
+    sink.rows[1], sink.rows[2] = sink.rows[2], sink.rows[1]
+    assert not sink.verify().ok
+
+
+def test_requests_are_audited_without_identifiers(gate: FaceGate) -> None:
+    ada = gate.enroll([ADA], display_name="Ada", status="protected")
+    d = gate.check(req("face_swap", ADA))
+    records = gate.parts.audit.query(0, 100)
+    event = next(r.event for r in records if r.event.get("request_id") == d.request_id)
+    assert event["verdict"] == "deny"
+    assert event["rule_ids"] == ["core.protected_subject"]
+    assert ada.subject_id not in str(event)
+    assert len(event["subject_refs"]) == 1
+    assert event["image_sha256s"][0] == ImageInput(role="target", data=ADA).sha256
+
+
+def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    ada = gate.enroll([ADA], display_name="Ada", status="protected")
+    gate.close()
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    try:
+        d = gate.check(req("face_swap", ADA))
+        assert d.verdict == "deny" and d.faces[0].subject_id == ada.subject_id
+        assert gate.verify_audit().ok
+    finally:
+        gate.close()

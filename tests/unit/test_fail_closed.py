@@ -1,0 +1,126 @@
+"""Every failure inside the decision path ends in deny (or a clear input error)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gate.engine import FaceGate
+from gate.errors import GateClosed, InvalidImage, StorageError
+from gate.types import GateRequest, ImageInput, Requester
+from gate.vision.detect import FakeDetector
+from gate.vision.embed import FakeEmbedder
+from tests.conftest import noise_png
+
+BOB = noise_png(2)
+STUDIO = Requester(app_id="studio", user_id="u1")
+
+
+def _allowing_gate(tmp_path: Path) -> FaceGate:
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"])
+    return gate
+
+
+def _swap(gate: FaceGate) -> Any:
+    return gate.check(GateRequest(operation="face_swap", requester=STUDIO,
+                                  images=[ImageInput(role="target", data=BOB)]))
+
+
+def _replace(gate: FaceGate, **parts: Any) -> None:
+    gate.parts = dataclasses.replace(gate.parts, **parts)
+
+
+class _NaNEmbedder(FakeEmbedder):
+    def embed(self, aligned_bgr: Any) -> np.ndarray:
+        out = np.full((len(aligned_bgr), self.dim), np.nan, dtype=np.float32)
+        from gate.vision.embed import l2_normalise
+
+        return l2_normalise(out)
+
+
+def _raise(*_: Any, **__: Any) -> Any:
+    raise RuntimeError("boom: internal detail that must not leak")
+
+
+class _BrokenStore:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"grants_for", "get_subject"}:
+            def fail(*_: Any, **__: Any) -> Any:
+                raise StorageError("the consent database is unavailable")
+            return fail
+        return getattr(self._inner, name)
+
+
+class _BrokenAudit:
+    def append(self, event: Any) -> Any:
+        from gate.errors import AuditError
+
+        raise AuditError("the audit log could not be written")
+
+
+@pytest.mark.parametrize(("fault", "parts", "named"), [
+    ("detector raises", lambda g: {"detector": FakeDetector(_raise)}, "RuntimeError"),
+    ("recognizer returns NaN", lambda g: {"embedder": _NaNEmbedder()}, "inference_failed"),
+    ("consent store down", lambda g: {"store": _BrokenStore(g.parts.store)},
+     "storage_unavailable"),
+    ("audit append fails", lambda g: {"audit": _BrokenAudit()}, "audit_failed"),
+])
+def test_faults_deny(tmp_path: Path, fault: str, parts: Any, named: str,
+                     caplog: pytest.LogCaptureFixture) -> None:
+    gate = _allowing_gate(tmp_path)
+    try:
+        assert _swap(gate).verdict == "allow"
+        _replace(gate, **parts(gate))
+        d = _swap(gate)
+        assert d.verdict == "deny", fault
+        assert d.rule_ids == ["core.fail_closed"]
+        assert named in d.reasons[0].message
+        assert "internal detail" not in d.reasons[0].message
+    finally:
+        gate.close()
+
+
+def test_model_pack_mismatch_denies_instead_of_silently_missing(tmp_path: Path) -> None:
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    gate.enroll([BOB], display_name="Bob", status="protected")
+    gate.close()
+
+    class OtherPack(FakeEmbedder):
+        pack_id = "fake/other"
+
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    try:
+        _replace(gate, embedder=OtherPack())
+        gate._load_index()
+        d = _swap(gate)
+        assert d.verdict == "deny"
+        assert "model_mismatch" in d.reasons[0].message
+    finally:
+        gate.close()
+
+
+def test_undecodable_image_is_a_clear_error(tmp_path: Path) -> None:
+    gate = _allowing_gate(tmp_path)
+    try:
+        for bad in (b"", b"not an image", BOB[: len(BOB) // 2]):
+            with pytest.raises(InvalidImage):
+                gate.check(GateRequest(operation="img2img", requester=STUDIO,
+                                       images=[ImageInput(role="init", data=bad)]))
+    finally:
+        gate.close()
+
+
+def test_closed_gate_refuses(tmp_path: Path) -> None:
+    gate = _allowing_gate(tmp_path)
+    gate.close()
+    with pytest.raises(GateClosed):
+        _swap(gate)
