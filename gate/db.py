@@ -98,6 +98,18 @@ changes = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
+#: API keys of the sidecar: only a hash of the secret is stored.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("app_id", String(128), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("secret_hash", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
 #: Small key/value table (schema version, ...).
 gate_meta = Table(
     "gate_meta",

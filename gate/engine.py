@@ -52,8 +52,8 @@ from gate.types import (
     Subject,
     SubjectStatus,
 )
-from gate.vision.align import norm_crop
-from gate.vision.detect import Detection, FaceDetector
+from gate.vision.align import align_face
+from gate.vision.detect import Detection, FaceDetector, box_iou
 from gate.vision.embed import FaceEmbedder
 from gate.vision.quality import face_quality
 
@@ -112,7 +112,8 @@ class FaceGate:
         self._foreign_packs: set[str] = set()
         self._limits = DecodeLimits(
             max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-            max_side_px=settings.max_side_px, max_frames=settings.max_frames_total,
+            max_side_px=settings.max_side_px, max_frames=settings.max_frames,
+            max_total_pixels=settings.max_total_pixels, target_side_px=settings.decode_side_px,
         )
         self._load_index()
 
@@ -301,6 +302,22 @@ class FaceGate:
     def verify_audit(self) -> AuditVerification:
         return self.parts.audit.verify()
 
+    def audit_events(self, since_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Audit events after ``since_seq`` (no pixels, embeddings or names in them)."""
+        return [{"seq": r.seq, "at": r.at, "hash": r.hash, "prev_hash": r.prev_hash,
+                 "event": r.event} for r in self.parts.audit.query(since_seq, min(limit, 1000))]
+
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz reports: models loaded, database reachable, policy valid."""
+        checks = {"models": self.parts.detector is not None and self.parts.embedder is not None,
+                  "policy": bool(self.parts.policy.version), "database": True,
+                  "open": not self._closed, "model_pack": not self._foreign_packs}
+        try:
+            self.parts.store.ping()
+        except GateError:
+            checks["database"] = False
+        return checks
+
     # -- the decision ---------------------------------------------------------------------
     def check(self, request: GateRequest) -> Decision:
         """Decide. Raises only for bad input (``InvalidImage``/``InvalidRequest``)."""
@@ -388,8 +405,8 @@ class FaceGate:
         return _dedupe_frames(out)
 
     def _prepare(self, face: _Face) -> None:
-        face.crop = norm_crop(face.pixels, face.det.landmarks_array())
-        face.quality = face_quality(face.det, face.crop).score
+        face.crop, aligned_points = align_face(face.pixels, face.det.landmarks_array())
+        face.quality = face_quality(face.det, face.crop, aligned_points).score
 
     def _effective_content(self, request: GateRequest) -> tuple[set[str], list[str]]:
         from gate.text import screen_prompt
@@ -568,15 +585,8 @@ def _dedupe_frames(faces: list[_Face]) -> list[_Face]:
     kept: list[_Face] = []
     for face in faces:
         if any(k.image_index == face.image_index and k.frame_index == face.frame_index
-               and _iou(k.det.bbox, face.det.bbox) > 0.8 for k in kept):
+               and box_iou(k.det.bbox, face.det.bbox) > 0.8 for k in kept):
             continue
         kept.append(face)
     return kept
 
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0

@@ -42,6 +42,16 @@ def build_detector(settings: Settings) -> FaceDetector:
                                 threads=_threads(settings))
 
 
+def build_robust_detector(settings: Settings) -> FaceDetector:
+    """The configured detector, wrapped for rotations and tight crops when enabled."""
+    from gate.vision.robust import OrientationRobustDetector
+
+    base = build_detector(settings)
+    if settings.detect_orientations and settings.detector != "fake":
+        return OrientationRobustDetector(base)
+    return base
+
+
 def build_embedder(settings: Settings) -> FaceEmbedder:
     from gate.vision import embed, packs
 
@@ -70,8 +80,12 @@ def build_gate(settings: Settings) -> FaceGate:
     from gate.policy.load import load_policy
 
     policy = RulePolicyEngine(load_policy(settings.policy_file))
-    detector = build_detector(settings)
+    detector = build_robust_detector(settings)
     embedder = build_embedder(settings)
+    if settings.flip_tta and settings.embedder != "fake":
+        from gate.vision.embed import FlipAveragingEmbedder
+
+        embedder = FlipAveragingEmbedder(embedder)
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url())

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     sface_runtime: Literal["onnxruntime", "opencv"] = "opencv"
     #: onnxruntime intra-op threads (0: number of cores).
     ort_threads: int = Field(default=0, ge=0, le=64)
+    #: One extra detector pass finds faces rotated 90/180/270 degrees and tight crops.
+    detect_orientations: bool = True
+    #: Embed each face and its mirror image and average them (test-time flip).
+    flip_tta: bool = True
     det_score_threshold: float = Field(default=0.6, gt=0.0, lt=1.0)
     #: Longest side of the image fed to the detector (letterboxed to a square).
     det_input_px: int = Field(default=640, ge=160, le=1920)
@@ -57,9 +61,13 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=50_000_000, ge=1024)
     max_side_px: int = Field(default=20_000, ge=64)
-    max_frames: int = Field(default=64, ge=1)
-    #: Frames beyond this count make an animated image invalid (bounded work).
-    max_frames_total: int = Field(default=1000, ge=1)
+    #: Animated images with more frames than this are refused (bounded work); every
+    #: frame of an accepted animation is checked.
+    max_frames: int = Field(default=200, ge=1)
+    #: Bound on frames x canvas pixels of one animated image.
+    max_total_pixels: int = Field(default=200_000_000, ge=1024)
+    #: Longest side of decoded frames (downscale-on-decode; JPEG never decodes more).
+    decode_side_px: int = Field(default=2048, ge=256)
 
     # --- policy, audit, keys ----------------------------------------------------------
     policy_file: Path = DEFAULT_POLICY

@@ -17,7 +17,12 @@
   the frame before them.
 
 Pillow's module-level settings (``Image.MAX_IMAGE_PIXELS``,
-``ImageFile.LOAD_TRUNCATED_IMAGES``) are read, never written.
+``ImageFile.LOAD_TRUNCATED_IMAGES``) are read, never written: the pixel limit is lowered
+to Pillow's bomb threshold so Pillow never warns about size, and decoding refuses to run
+if truncated images are set to load. Other Pillow warnings (e.g. corrupt EXIF seen by
+its JPEG opener) are not intercepted, because swapping the process-wide warning filters
+is not thread-safe: under ``-W error`` they fail closed as ``InvalidImage``, otherwise
+Pillow reports them and decoding goes on.
 """
 
 from __future__ import annotations
@@ -52,9 +57,7 @@ Pixels = npt.NDArray[np.uint8]
 #: Formats :func:`decode_image` decodes; everything else is ``UnsupportedMediaType``.
 ACCEPTED_FORMATS: Final = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP"})
 
-# Pillow plugin to open each accepted format with, and the ``im.format`` values accepted.
-_PILLOW_FORMAT: Final = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WEBP", "GIF": "GIF",
-                         "BMP": "BMP"}
+# ``im.format`` values Pillow may report when opened with ``formats=[<sniffed format>]``.
 _PILLOW_AGREES: Final = {"JPEG": frozenset({"JPEG", "MPO"}), "PNG": frozenset({"PNG"}),
                          "WEBP": frozenset({"WEBP"}), "GIF": frozenset({"GIF"}),
                          "BMP": frozenset({"BMP"})}
@@ -561,7 +564,7 @@ def _decode(buf: bytes, limits: DecodeLimits) -> DecodedImage:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Pillow would then pad truncated files instead of failing: refuse to guess.
         raise InvalidImage("image decoder is misconfigured")
-    with Image.open(io.BytesIO(buf), formats=[_PILLOW_FORMAT[fmt]]) as im:
+    with Image.open(io.BytesIO(buf), formats=[fmt]) as im:
         _check_agreement(im, fmt, header)
         stored = im.size
         frame_count = _frame_count(im, fmt, header)
@@ -643,9 +646,14 @@ def _to_array(im: Image.Image) -> Pixels:
     if im.mode not in _EIGHT_BIT_MODES:
         raise InvalidImage("image pixel format is not supported")
     if not im.has_transparency_data:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+        return np.asarray(_converted(im, "RGB"), dtype=np.uint8)
+    rgba = np.asarray(_converted(im, "RGBA"), dtype=np.uint8)
     return rgba if int(rgba[:, :, 3].min()) < 255 else rgba[:, :, :3]
+
+
+def _converted(im: Image.Image, mode: str) -> Image.Image:
+    """``im`` in ``mode``, without the full copy ``convert`` makes when it already is."""
+    return im if im.mode == mode else im.convert(mode)
 
 
 def _from_sixteen_bit(im: Image.Image) -> Pixels:
@@ -674,13 +682,16 @@ def _downscale(pixels: Pixels, target: int | None) -> Pixels:
 def _finish(
     index: int, pixels: Pixels, orientation: int, stored: tuple[int, int]
 ) -> tuple[Frame, ...]:
-    """Orient, convert to BGR, and add the over-white composite for translucent frames."""
+    """Orient, convert to BGR, and add over-white and over-black composites for translucent
+    frames (a face can hide in the colour channels under alpha 0, or live only in the alpha
+    channel and show when a pipeline composites over black)."""
     scale = max(pixels.shape[:2]) / max(stored)
     upright = _orient(pixels, orientation)
     bgr = np.ascontiguousarray(upright[:, :, 2::-1])
     if upright.shape[2] == 3:
         return (Frame(bgr, index, scale),)
-    return Frame(bgr, index, scale), Frame(_over_white(upright), index, scale)
+    return (Frame(bgr, index, scale), Frame(_over_white(upright), index, scale),
+            Frame(_over_black(upright), index, scale))
 
 
 def _orient(pixels: Pixels, orientation: int) -> Pixels:
@@ -734,3 +745,10 @@ def _exif_orientation(exif: object) -> int:
             (value,) = struct.unpack_from(order + code, tiff, pos + 8)
             return int(value) if 1 <= value <= 8 else 1
     return 1
+
+
+def _over_black(rgba: Pixels) -> Pixels:
+    """BGR of an RGBA array composited over black."""
+    colour = rgba[:, :, 2::-1].astype(np.uint16)
+    alpha = rgba[:, :, 3:4].astype(np.uint16)
+    return np.ascontiguousarray(((colour * alpha + 127) // 255).astype(np.uint8))

@@ -1,13 +1,17 @@
 """Policy evaluation: deny overrides needs_consent overrides allow; nothing matched = deny.
 
-Every face must be explicitly allowed by some rule, so a face no rule speaks about makes
-the request deny (``default.no_matching_rule``). Request-scoped rules decide alone only
-when there are no faces. The core rules below are always evaluated first and no policy
-file can remove them: being deny rules, no allow can override them.
+Every face gets the most severe effect of the face-scoped rules that match it, and a face
+no rule matches is denied (``default.no_matching_rule``), so every face must be explicitly
+allowed. Matching request-scoped rules add their effect once; they are the only voice when
+there are no faces (and if none matches then, the request is denied too). The verdict is
+the most severe of all these; the reasons are the matched rules whose effect equals it.
+The core rules below are always evaluated first and no policy file can remove them: being
+deny rules, no allow can override them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,9 +44,10 @@ class FaceFacts:
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
     operation: str
-    content: frozenset[str]
+    content: frozenset[str]  # effective: declared + detected from the prompt
     app_id: str
     faces: tuple[FaceFacts, ...] = ()
+    user_id: str | None = None  # the app's end user, when the request names one
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ class PolicyEngine(Protocol):
     def evaluate(self, facts: RequestFacts) -> Evaluation: ...
 
 
-def _in(values: list[str] | None, value: str | None) -> bool:
+def _in(values: Sequence[str] | None, value: str | None) -> bool:
     return values is None or value in values
 
 
@@ -69,6 +74,7 @@ def _request_matches(when: When, facts: RequestFacts) -> bool:
         and (when.content_any is None or bool(facts.content & set(when.content_any)))
         and (when.content_none is None or not facts.content & set(when.content_none))
         and _in(when.app_id, facts.app_id)
+        and _in(when.user_id, facts.user_id)
         and (when.face_count is None or when.face_count.contains(len(facts.faces)))
     )
 
@@ -95,20 +101,20 @@ class RulePolicyEngine:
 
     def evaluate(self, facts: RequestFacts) -> Evaluation:
         matched: list[tuple[Rule, str | None]] = []
-        face_verdicts: dict[str, str] = {}
+        face_verdicts: list[str] = []  # one per face: face_refs need not be unique
         request_rules = [r for r in self._rules if _request_matches(r.when, facts)]
         for face in facts.faces:
             hits = [r for r in request_rules if r.scope == "face" and _face_matches(r.when, face)]
             if not hits:
                 matched.append((_NO_RULE, face.face_ref))
-                face_verdicts[face.face_ref] = "deny"
+                face_verdicts.append("deny")
                 continue
             matched += [(r, face.face_ref) for r in hits]
-            face_verdicts[face.face_ref] = max((r.effect for r in hits), key=SEVERITY.__getitem__)
+            face_verdicts.append(max((r.effect for r in hits), key=SEVERITY.__getitem__))
         for rule in request_rules:
             if rule.scope == "request":
                 matched.append((rule, None))
-        effects = list(face_verdicts.values()) + [r.effect for r, ref in matched if ref is None]
+        effects = face_verdicts + [r.effect for r, ref in matched if ref is None]
         if not effects:
             matched.append((_NO_RULE, None))
             effects = ["deny"]
@@ -119,7 +125,7 @@ class RulePolicyEngine:
         )
         obligations: list[str] = []
         if verdict == "allow":
-            for ob in list(self.policy.obligations) + [o for r, _ in matched for o in r.obligations]:
+            for ob in [*self.policy.obligations, *(o for r, _ in matched for o in r.obligations)]:
                 if ob not in obligations:
                     obligations.append(ob)
         return Evaluation(verdict=verdict, reasons=reasons, obligations=tuple(obligations))

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, RootModel, ValidationError
 from pydantic_core import ErrorDetails
 from yaml.constructor import ConstructorError
+from yaml.scanner import ScannerError
 
 from gate.errors import PolicyError
 from gate.policy.model import Policy
@@ -25,24 +26,41 @@ T = TypeVar("T", bound=BaseModel)
 
 MAX_CHARS = 1_000_000  # a policy or table file larger than this is an error
 MAX_NODES = 100_000  # YAML nodes after alias expansion
+MAX_DEPTH = 64  # nested collections (deep nesting makes PyYAML's scanner quadratic)
 MAX_REPORTED = 10  # problems listed in one error message
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
 
 
+def _resolvers_except(tag: str) -> dict[Any, Any]:
+    """SafeLoader's implicit resolvers (plain scalar -> tag) without ``tag``."""
+    return {first: [(t, rx) for t, rx in resolvers if t != tag]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 class _Loader(yaml.SafeLoader):
     """``SafeLoader`` that keeps dates as strings and marks bad scalars with their line."""
 
-    yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != _TIMESTAMP]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
+    yaml_implicit_resolvers = _resolvers_except(_TIMESTAMP)
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        self._limit_depth(self.flow_level)
+        super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column: int) -> bool:
+        self._limit_depth(len(self.indents))
+        return super().add_indent(column)
+
+    def _limit_depth(self, depth: int) -> None:
+        if depth >= MAX_DEPTH:
+            raise ScannerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                               self.get_mark())
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:  # e.g. !!int x, !!timestamp 2001-13-01
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. "!!int x"
             raise ConstructorError(None, None, f"invalid value for tag {node.tag!r}",
                                    node.start_mark) from exc
 
@@ -104,8 +122,12 @@ def _yaml_line(exc: yaml.YAMLError, text: str) -> int:
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.reader.ReaderError):
         return "unacceptable character"
-    problem = getattr(exc, "problem", None)
-    return str(problem)[:200] if problem else type(exc).__name__
+    problem = str(getattr(exc, "problem", None) or type(exc).__name__)[:200]
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    end = getattr(exc, "problem_mark", None)
+    if context and start is not None and end is not None and start.line != end.line:
+        problem += f" ({str(context)[:80]} on line {start.line + 1})"
+    return problem
 
 
 def _check_tree(root: yaml.Node, name: str) -> None:
@@ -183,6 +205,8 @@ def _message(model: type[BaseModel], err: ErrorDetails, loc: list[Any]) -> str:
         return "unknown field" + hint
     msg = err["msg"]
     given = err.get("input")
+    if err["type"] == "string_type" and isinstance(given, (bool, int, float)):
+        msg += f" (YAML reads {given!r} as a {type(given).__name__}; put it in quotes)"
     if err["type"] == "literal_error" and isinstance(given, str) and len(given) <= 40:
         expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
         msg += f" (got {given!r}{_did_you_mean(given, expected, prefix=', ')})"
@@ -230,10 +254,10 @@ def _line_of(node: yaml.Node, loc: list[Any]) -> int:
                 if isinstance(key, yaml.ScalarNode) and key.value == part:
                     child, line = value, key.start_mark.line + 1
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                child = node.value[part]
-                line = child.start_mark.line + 1
+        elif (isinstance(node, yaml.SequenceNode) and isinstance(part, int)
+              and 0 <= part < len(node.value)):
+            child = node.value[part]
+            line = child.start_mark.line + 1
         if child is None:
             break
         node = child

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from gate.types import ContentCategory, Identity, Operation, Role, SubjectStatus, Verdict
@@ -92,12 +93,12 @@ class When(_Strict):
         "a face without a grant purpose)")
 
 
-_REQUEST_SCOPE_SCHEMA = {
+_REQUEST_SCOPE_SCHEMA: JsonDict = {
     "if": {"properties": {"scope": {"const": "request"}}, "required": ["scope"]},
     "then": {"properties": {"when": {"properties": {
         f: {"type": "null"} for f in FACE_CONDITIONS}}}},
 }
-_OBLIGATIONS_SCHEMA = {
+_OBLIGATIONS_SCHEMA: JsonDict = {
     "if": {"properties": {"effect": {"const": "allow"}}},
     "else": {"properties": {"obligations": {"maxItems": 0}}},
 }

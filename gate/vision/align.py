@@ -39,8 +39,16 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def norm_crop(image_bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     """The aligned ``size`` x ``size`` face crop (BGR uint8)."""
+    return align_face(image_bgr, landmarks, size)[0]
+
+
+def align_face(image_bgr: np.ndarray, landmarks: np.ndarray,
+               size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned crop and the landmarks mapped into it (5x2, crop pixels)."""
     import cv2
 
     dst = ARCFACE_TEMPLATE * (size / 112.0)
     matrix = similarity_transform(landmarks, dst)
-    return cv2.warpAffine(image_bgr, matrix, (size, size), borderValue=0.0)
+    crop = cv2.warpAffine(image_bgr, matrix, (size, size), borderValue=0.0)
+    pts = np.asarray(landmarks, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    return crop, pts.astype(np.float32)

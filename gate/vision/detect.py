@@ -64,6 +64,15 @@ def _check_finite(*arrays: np.ndarray) -> None:
             raise InferenceError("detector returned non-finite values")
 
 
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two x1,y1,x2,y2 boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
     """Greedy non-maximum suppression over x1,y1,x2,y2 boxes."""
     order = np.argsort(-scores, kind="stable")

@@ -131,3 +131,24 @@ class FakeEmbedder:
         if not rows:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalise(np.stack(rows))
+
+
+class FlipAveragingEmbedder:
+    """Test-time flip: embeds each crop and its mirror in one batch and averages them.
+
+    Mirroring is the cheapest augmentation that makes a template less sensitive to pose
+    and lighting direction, and it defeats the "mirror the photo" evasion outright.
+    """
+
+    def __init__(self, base: FaceEmbedder) -> None:
+        self.base = base
+        self.pack_id = base.pack_id
+        self.dim = base.dim
+
+    def embed(self, aligned_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        crops = list(aligned_bgr)
+        if not crops:
+            return self.base.embed([])
+        vectors = self.base.embed(crops + [np.ascontiguousarray(c[:, ::-1]) for c in crops])
+        n = len(crops)
+        return l2_normalise(vectors[:n] + vectors[n:])

@@ -18,12 +18,15 @@ class Quality:
     detector: float
 
 
-def face_quality(det: Detection, aligned_bgr: np.ndarray) -> Quality:
+def face_quality(det: Detection, aligned_bgr: np.ndarray,
+                 aligned_landmarks: np.ndarray | None = None) -> Quality:
     """Score a face from its box, landmarks and aligned crop.
 
     - size: 0 at 16 px, 1 from 64 px (shorter side of the box);
     - sharpness: Laplacian variance of the aligned grey crop, 1 from 120;
-    - frontal: how centred the nose is between the eyes (profile faces score low);
+    - frontal: how centred the nose is between the eyes (profile faces score low),
+      measured on the aligned landmarks so an upside-down or rotated face is judged
+      by its pose, not by its orientation in the photo;
     - detector: the detector's confidence.
     """
     import cv2
@@ -32,7 +35,7 @@ def face_quality(det: Detection, aligned_bgr: np.ndarray) -> Quality:
     grey = cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2GRAY)
     lap_var = float(cv2.Laplacian(grey, cv2.CV_64F).var())
     sharpness = float(np.clip(lap_var / 120.0, 0.0, 1.0))
-    pts = det.landmarks_array()
+    pts = det.landmarks_array() if aligned_landmarks is None else aligned_landmarks
     eye_l, eye_r, nose = pts[0], pts[1], pts[2]
     eye_dist = float(np.linalg.norm(eye_r - eye_l))
     if eye_dist < 1e-3:

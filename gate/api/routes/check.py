@@ -1,0 +1,43 @@
+"""``POST /v1/check`` and ``POST /v1/check-output``: scope ``check``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from gate.api.auth import CheckKey
+from gate.api.bodies import read_check, read_check_output
+from gate.api.routes import AUTH, body_doc, errors
+from gate.api.services import services
+from gate.types import Decision, Requester
+
+router = APIRouter(prefix="/v1", tags=["check"])
+_ERRORS = errors(400, 413, 415, 422, *AUTH)
+
+
+@router.post("/check", response_model=Decision, responses=_ERRORS,
+             openapi_extra=body_doc("CheckBody", "CheckForm"))
+async def check(request: Request, key: CheckKey) -> Decision:
+    """Decide allow / needs_consent / deny for a generation request with images.
+
+    The requester's app is the API key's app; a body ``app_id`` is refused (422). Any
+    internal failure is a ``deny`` (rule ``core.fail_closed``) or a 503, never an allow.
+    """
+    svc = services(request)
+    gate_request = await read_check(request, key.app_id)
+    decision = await svc.runner.call(svc.gate.check, gate_request)
+    svc.metrics.observe_decision("check", decision)
+    return decision
+
+
+@router.post("/check-output", response_model=Decision, responses=_ERRORS,
+             openapi_extra=body_doc("CheckOutputBody", "CheckOutputForm"))
+async def check_output(request: Request, key: CheckKey) -> Decision:
+    """Screen a generated image (the answer can only tighten the input decision)."""
+    svc = services(request)
+    fields, image = await read_check_output(request)
+    decision = await svc.runner.call(
+        svc.gate.check_output, image, request_id=fields.request_id,
+        requester=Requester(app_id=key.app_id, user_id=fields.user_id),
+        operation=fields.operation, content=fields.content, prompt=fields.prompt)
+    svc.metrics.observe_decision("check_output", decision)
+    return decision

@@ -1,0 +1,40 @@
+"""``/v1/grants``: record, revoke and list consent grants. Scope ``admin``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from gate.api.auth import require
+from gate.api.routes import AUTH, errors
+from gate.api.schemas import GrantBody
+from gate.api.services import services
+from gate.types import Grant
+
+router = APIRouter(prefix="/v1/grants", tags=["grants"],
+                   dependencies=[Depends(require("admin"))])
+
+
+@router.post("", status_code=201, response_model=Grant,
+             responses=errors(400, 404, 413, 415, 422, *AUTH))
+async def grant(request: Request, body: GrantBody) -> Grant:
+    """Record a subject's consent for a grantee app (durable before it answers)."""
+    svc = services(request)
+    fields = body.model_dump(exclude={"subject_id"})
+    return await svc.runner.call(svc.gate.grant, body.subject_id, **fields)
+
+
+@router.delete("/{grant_id}", response_model=Grant, responses=errors(404, 422, *AUTH))
+async def revoke(request: Request,
+                 grant_id: Annotated[str, Path(min_length=1, max_length=64)]) -> Grant:
+    """Revoke at once: every replica refuses the grant from its next decision on."""
+    svc = services(request)
+    return await svc.runner.call(svc.gate.revoke, grant_id)
+
+
+@router.get("", response_model=list[Grant], responses=errors(422, *AUTH))
+async def list_grants(request: Request, subject_id: Annotated[
+        str | None, Query(min_length=1, max_length=64)] = None) -> list[Grant]:
+    svc = services(request)
+    return await svc.runner.call(svc.gate.list_grants, subject_id)

@@ -1,0 +1,64 @@
+"""``/v1/subjects``: enrol, read, change status, erase. Scope ``admin``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+
+from gate.api.auth import AdminKey, require
+from gate.api.bodies import read_enroll
+from gate.api.routes import AUTH, body_doc, errors
+from gate.api.schemas import StatusBody
+from gate.api.services import services
+from gate.types import Requester, Subject
+
+router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
+SubjectId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+@router.post("", status_code=201, response_model=Subject,
+             responses=errors(400, 413, 415, 422, *AUTH),
+             openapi_extra=body_doc("EnrollBody", "EnrollForm"))
+async def enroll(request: Request, key: AdminKey) -> Subject:
+    """Enrol a person from photos that each show exactly one face.
+
+    With ``owner_user_id`` the subject is that user's own face in the key's app."""
+    svc = services(request)
+    fields, images = await read_enroll(request)
+    owner = Requester(app_id=key.app_id, user_id=fields.owner_user_id) \
+        if fields.owner_user_id else None
+    return await svc.runner.call(svc.gate.enroll, images, display_name=fields.display_name,
+                                 status=fields.status, owner=owner, aliases=fields.aliases)
+
+
+@router.get("", response_model=list[Subject], responses=errors(*AUTH),
+            dependencies=[Depends(require("admin"))])
+async def list_subjects(request: Request) -> list[Subject]:
+    """Every enrolled subject (no templates)."""
+    svc = services(request)
+    return await svc.runner.call(svc.gate.list_subjects)
+
+
+@router.get("/{subject_id}", response_model=Subject, responses=errors(404, 422, *AUTH),
+            dependencies=[Depends(require("admin"))])
+async def get_subject(request: Request, subject_id: SubjectId) -> Subject:
+    svc = services(request)
+    return await svc.runner.call(svc.gate.get_subject, subject_id)
+
+
+@router.post("/{subject_id}/status", response_model=Subject,
+             responses=errors(400, 404, 422, *AUTH), dependencies=[Depends(require("admin"))])
+async def set_status(request: Request, subject_id: SubjectId, body: StatusBody) -> Subject:
+    """Set ``protected`` (opt-out: never generate me) or ``consenting``."""
+    svc = services(request)
+    return await svc.runner.call(svc.gate.set_status, subject_id, body.status)
+
+
+@router.delete("/{subject_id}", status_code=204, response_class=Response,
+               responses=errors(404, 422, *AUTH), dependencies=[Depends(require("admin"))])
+async def erase(request: Request, subject_id: SubjectId) -> Response:
+    """Erase the subject: templates, grants and index entries (audit keeps hashes)."""
+    svc = services(request)
+    await svc.runner.call(svc.gate.erase, subject_id)
+    return Response(status_code=204)

@@ -1,0 +1,159 @@
+"""HTTP request and response models (the engine's own types are reused for results).
+
+Every request model forbids unknown fields: a body that names ``app_id`` is refused (422),
+because the requesting app always comes from the API key. Images travel as base64 in
+JSON (``data_b64``) or as files in ``multipart/form-data``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gate.types import ContentCategory, ContentList, Operation, Role, SubjectStatus
+
+_ID = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+def _general() -> list[ContentCategory]:
+    return ["general"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Fields that a multipart form may repeat (or give comma-separated).
+    list_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+class ImageB64(_Body):
+    """One input image, base64-encoded, with its role in the generation."""
+
+    role: Role
+    data_b64: str = Field(min_length=1, description="The image file's bytes, base64.")
+
+
+class CheckFields(_Body):
+    """A generation request without its images (the multipart form's ``request`` field)."""
+
+    list_fields: ClassVar[frozenset[str]] = frozenset({"content"})
+
+    operation: Operation
+    prompt: str = Field(default="", max_length=20_000)
+    negative_prompt: str = Field(default="", max_length=20_000)
+    content: ContentList = Field(default_factory=_general)
+    purpose: str | None = Field(default=None, max_length=200)
+    user_id: str | None = Field(default=None, min_length=1, max_length=256,
+                                description="The app's end user; the app comes from the key.")
+    request_id: str | None = Field(default=None, pattern=_ID,
+                                   description="Defaults to the X-Request-ID of the call.")
+
+
+class CheckBody(CheckFields):
+    """``POST /v1/check`` as JSON."""
+
+    images: list[ImageB64] = Field(default_factory=list, max_length=16)
+
+
+class CheckOutputFields(_Body):
+    """A generated image's context (the multipart form's ``request`` field)."""
+
+    list_fields: ClassVar[frozenset[str]] = frozenset({"content"})
+
+    request_id: str = Field(pattern=_ID, description="The request id of the input decision.")
+    operation: Operation = "txt2img"
+    prompt: str = Field(default="", max_length=20_000)
+    content: ContentList = Field(default_factory=_general)
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class CheckOutputBody(CheckOutputFields):
+    """``POST /v1/check-output`` as JSON."""
+
+    image_b64: str = Field(min_length=1, description="The generated image, base64.")
+
+
+class EnrollFields(_Body):
+    """An enrolment without its photos (the multipart form's ``request`` field)."""
+
+    list_fields: ClassVar[frozenset[str]] = frozenset({"aliases"})
+
+    display_name: str = Field(min_length=1, max_length=200)
+    status: SubjectStatus = "protected"
+    owner_user_id: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="Makes the subject the key's app user's own face (identity 'self').")
+    aliases: list[str] = Field(default_factory=list, max_length=32)
+
+
+class EnrollBody(EnrollFields):
+    """``POST /v1/subjects`` as JSON: photos that each show exactly one face."""
+
+    images_b64: list[str] = Field(min_length=1, max_length=10)
+
+
+class StatusBody(_Body):
+    status: SubjectStatus
+
+
+class GrantBody(_Body):
+    """A consent grant recorded on behalf of the subject, for any grantee app."""
+
+    subject_id: str = Field(min_length=1, max_length=64)
+    app_id: str = Field(min_length=1, max_length=128, description="The grantee app.")
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    operations: list[Operation] = Field(min_length=1)
+    content: ContentList = Field(default_factory=_general)
+    purpose: str | None = Field(default=None, max_length=200)
+    not_before: datetime | None = None
+    expires_at: datetime | None = None
+    max_uses: int | None = Field(default=None, ge=1)
+
+
+class AuditEvent(BaseModel):
+    seq: int
+    at: str
+    hash: str
+    prev_hash: str
+    event: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEvent]
+    #: Pass as ``since`` to read the next page.
+    next_since: int
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
+
+def multipart_schema(fields: type[_Body], files: dict[str, str]) -> dict[str, Any]:
+    """OpenAPI schema of a multipart form: files, plus a ``request`` JSON field or the
+    plain fields of ``fields``."""
+    props: dict[str, Any] = {
+        name: {"type": "array", "items": {"type": "string", "format": "binary"},
+               "description": what} for name, what in files.items()}
+    props["request"] = {"type": "string", "contentMediaType": "application/json",
+                        "description": f"{fields.__name__} as JSON (or give plain fields)."}
+    for name in fields.model_fields:
+        props[name] = {"type": "string"}
+    return {"type": "object", "properties": props, "additionalProperties": False}

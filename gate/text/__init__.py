@@ -1,0 +1,1 @@
+"""Prompt screening and enrolled-name matching."""

@@ -1,0 +1,382 @@
+"""Prompt screening: sexual / nudity intent (English, Chinese, pinyin) and graphic violence.
+
+The word lists live in ``data/*.txt`` (syntax in ``docs/content-screening.md``) and are
+compiled once per process. Matching runs on :func:`normalize_text` output, in three tiers:
+
+* single words: a dictionary keyed by the word with repeated letters squeezed, then checked
+  run by run (``nuuude`` matches ``nude``, ``bob`` does not match ``boob``); up to four
+  adjacent words are also tried joined (``na ked``, ``tuo yi``);
+* single-word wildcards: a ``*`` or ``_`` inside a word stands for at most one letter
+  (``n*de``, ``p**n``); at least two letters must be real and at least half of the term;
+* phrases, slots and Chinese patterns: one regular expression per rule section, run on a
+  space-joined token line (English) or on the normalised text (Chinese).
+
+A hit is dropped when it overlaps an exclusion of its own section (``naked eye``,
+``chicken breasts``, ``透视图``). Only rule ids leave this module, never prompt text.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+from gate.text.normalize import HAS_CJK, normalize_text
+
+#: (file, rule-id prefix, shortest term that may be spelled across several words).
+#: Files ending in ``_zh.txt`` hold Chinese substring patterns, the others English words.
+_PROMPT_FILES = (
+    ("sexual_en.txt", "sexual.en", 5),
+    ("sexual_zh.txt", "sexual.zh", 5),
+    ("sexual_pinyin.txt", "sexual.pinyin", 4),
+    ("violent_en.txt", "violent.en", 5),
+    ("violent_zh.txt", "violent.zh", 5),
+)
+_NEGATIVE_FILES = (("negative_en.txt", "sexual", 5), ("negative_zh.txt", "sexual", 5))
+_MAX_JOIN = 4
+_MAX_L_VARIANTS = 3
+_QUANTIFIERS = {"": "", "?": "?", "*": "{0,3}"}
+
+_LATIN_TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9\s\-'\"&+~#=^`@$%*_]+")
+_WILD_TOKEN = re.compile(r"(?<![a-z0-9*_])[a-z0-9*_]*[*_][a-z0-9*_]*(?![a-z0-9*_])")
+_RUN = re.compile(r"(.)\1*")
+_REPEAT = re.compile(r"(.)\1+")
+_LATIN_PART = re.compile(r"(\{\w+\}|[^\s?*]+)([?*]?)")
+_CJK_PART = re.compile(r"\{(\w+)\}|~(\d+)|([^{~]+)")
+
+_Span = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TextScreen:
+    """What the prompt screen found. ``rule_hits`` are rule ids, never prompt text."""
+
+    categories: frozenset[str]
+    rule_hits: tuple[str, ...]
+
+
+def screen_prompt(prompt: str, negative_prompt: str = "") -> TextScreen:
+    """Screen a prompt (and its negative prompt) for sexual and violent intent."""
+    hits = _prompt_rules().scan(prompt) | _negative_rules().scan(negative_prompt)
+    categories = frozenset(hit.split(".", 1)[0] for hit in hits)
+    return TextScreen(categories=categories, rule_hits=tuple(sorted(hits)))
+
+
+# ---------------------------------------------------------------- word-list files
+
+
+@functools.cache
+def read_sections(name: str) -> dict[str, tuple[str, ...]]:
+    """A data file as ``{section: lines}``; lines before any ``[section]`` go under ``""``."""
+    raw = (resources.files("gate.text") / "data" / name).read_text(encoding="utf-8")
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in raw.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+        elif line:
+            sections.setdefault(current, []).append(line)
+    return {name: tuple(lines) for name, lines in sections.items()}
+
+
+@functools.cache
+def _slots(script: str) -> dict[str, tuple[str, ...]]:
+    slots = dict(read_sections(f"slots_{script}.txt"))
+    slots["clothing"] = read_sections(f"clothing_{script}.txt")[""]
+    return slots
+
+
+# ---------------------------------------------------------------- token view
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """Normalised text plus its Latin tokens; ``line`` is `` tok tok | tok `` ("|" = break)."""
+
+    text: str
+    line: str
+    tokens: tuple[str, ...]
+    starts: tuple[int, ...]
+
+
+def _view(text: str) -> _View:
+    tokens: list[str] = []
+    for match in _LATIN_TOKEN.finditer(text):
+        token = match.group()
+        if not (token[0].isascii() and token[0].isalnum()):
+            token = "|"
+        if token != "|" or (tokens and tokens[-1] != "|"):
+            tokens.append(token)
+    starts = list(itertools.accumulate((len(t) + 1 for t in tokens[:-1]), initial=1))
+    return _View(text, " " + " ".join(tokens) + " ", tuple(tokens), tuple(starts))
+
+
+def _squeeze(word: str) -> str:
+    return _REPEAT.sub(r"\1", word)
+
+
+def _counts(word: str) -> tuple[int, ...]:
+    return tuple(len(run.group()) for run in _RUN.finditer(word))
+
+
+# ---------------------------------------------------------------- compiling
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    rule_id: str
+    counts: tuple[int, ...]
+    min_join: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    rule_id: str
+    latin: re.Pattern[str] | None
+    cjk: re.Pattern[str] | None
+    latin_exclusions: re.Pattern[str] | None
+    cjk_exclusions: re.Pattern[str] | None
+
+
+def _single_word(line: str) -> str | None:
+    """The normalised word when ``line`` is one plain English word, else None."""
+    if line.startswith("!") or any(c in line for c in "{?*"):
+        return None
+    tokens = _view(normalize_text(line)).tokens
+    return tokens[0] if len(tokens) == 1 and tokens[0] != "|" else None
+
+
+def _l_variants(word: str) -> set[str]:
+    """``word`` with each ``l`` optionally written as ``i`` (from a leetspeak ``1``)."""
+    places = [i for i, char in enumerate(word) if char == "l"][:_MAX_L_VARIANTS]
+    variants = set()
+    for mask in itertools.product((False, True), repeat=len(places)):
+        chars = list(word)
+        for place, flip in zip(places, mask, strict=True):
+            chars[place] = "i" if flip else "l"
+        variants.add("".join(chars))
+    return variants
+
+
+def _run_regex(token: str) -> str:
+    parts = []
+    for run in _RUN.finditer(token):
+        char, size = run.group()[0], len(run.group())
+        letter = "[li]" if char == "l" else re.escape(char)
+        parts.append(letter + ("+" if size == 1 else f"{{{size},}}"))
+    return "".join(parts)
+
+
+def _latin_phrase(phrase: str) -> str:
+    return " ".join(_run_regex(t) for t in _view(normalize_text(phrase)).tokens)
+
+
+def _latin_part(word: str, quantifier: str, gap: str) -> str:
+    entries = _slots("en")[word[1:-1]] if word.startswith("{") else (word,)
+    body = "|".join(_latin_phrase(entry) for entry in entries)
+    return f"(?:(?:{body}) {gap}){_QUANTIFIERS[quantifier]}"
+
+
+def _latin_pattern(line: str, exclusion: bool) -> str:
+    """Regex for an English line; exclusions may also run across punctuation."""
+    gap = r"(?:\| )?" if exclusion else ""
+    return "".join(_latin_part(m[1], m[2], gap) for m in _LATIN_PART.finditer(line))
+
+
+def _cjk_alternatives(entries: Iterable[str]) -> str:
+    escaped = sorted((re.escape(normalize_text(e)) for e in entries), key=len, reverse=True)
+    return "(?:" + "|".join(escaped) + ")"
+
+
+def _cjk_pattern(line: str) -> str:
+    slots = _slots("zh")
+    parts = []
+    for slot, gap, literal in _CJK_PART.findall(line):
+        if slot:
+            parts.append(_cjk_alternatives(slots[slot]))
+        elif gap:
+            parts.append(f".{{0,{gap}}}")
+        else:
+            parts.append(re.escape(normalize_text(literal)))
+    return "".join(parts)
+
+
+def _alternation(patterns: list[str], prefix: str) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    compiled = re.compile(prefix + "(?:" + "|".join(patterns) + ")")
+    if compiled.match(""):
+        raise ValueError("a screening pattern matches the empty string")
+    return compiled
+
+
+def _compile_section(rule_id: str, lines: Sequence[tuple[bool, str]]) -> _Section:
+    """Compile a section's ``(is_chinese, line)`` pairs into its four patterns."""
+    groups: dict[tuple[bool, bool], list[str]] = {
+        (exclusion, cjk): [] for exclusion in (False, True) for cjk in (False, True)
+    }
+    for cjk, line in lines:
+        exclusion = line.startswith("!")
+        body = line[1:].strip() if exclusion else line
+        if not cjk and _single_word(body) is not None:
+            continue  # handled by the word dictionary
+        pattern = _cjk_pattern(body) if cjk else _latin_pattern(body, exclusion)
+        groups[(exclusion, cjk)].append(pattern)
+    return _Section(
+        rule_id,
+        latin=_alternation(groups[(False, False)], "(?<= )"),
+        cjk=_alternation(groups[(False, True)], ""),
+        latin_exclusions=_alternation(groups[(True, False)], "(?<= )"),
+        cjk_exclusions=_alternation(groups[(True, True)], ""),
+    )
+
+
+# ---------------------------------------------------------------- matching
+
+
+def _spans(pattern: re.Pattern[str] | None, text: str) -> Iterator[_Span]:
+    """Every match start (overlapping ones too), leftmost alternative at each start."""
+    if pattern is None:
+        return
+    position = 0
+    while (match := pattern.search(text, position)) is not None:
+        yield match.start(), match.end()
+        position = match.start() + 1
+
+
+def _any_kept(spans: Iterable[_Span], exclusions: re.Pattern[str] | None, text: str) -> bool:
+    blocked: list[_Span] | None = None
+    for start, end in spans:
+        if exclusions is None:
+            return True
+        if blocked is None:
+            blocked = list(_spans(exclusions, text))
+        if not any(b_start < end and start < b_end for b_start, b_end in blocked):
+            return True
+    return False
+
+
+def _wild_regex(token: str) -> tuple[re.Pattern[str], int, int] | None:
+    """(regex, real letters, wildcards) for a wildcard word, or None if too vague."""
+    token = re.sub(r"([a-z0-9])\1+", r"\1", token)
+    letters = sum(c not in "*_" for c in token)
+    wildcards = len(token) - letters
+    if letters < 2 or wildcards > letters:
+        return None
+    body = re.sub(r"[*_]+", lambda m: f"[a-z0-9]{{0,{len(m.group())}}}", token)
+    return re.compile(body), letters, wildcards
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    sections: tuple[_Section, ...]
+    words: Mapping[str, tuple[_Word, ...]]
+    wild: Mapping[int, tuple[tuple[str, str], ...]]
+
+    def scan(self, raw: str) -> set[str]:
+        text = normalize_text(raw)
+        if not text:
+            return set()
+        view = _view(text)
+        found = set(self._wild_hits(text))
+        by_rule: dict[str, list[_Span]] = {}
+        for rule_id, span in self._word_hits(view):
+            by_rule.setdefault(rule_id, []).append(span)
+        cjk = HAS_CJK.search(text) is not None
+        for section in self.sections:
+            words = by_rule.get(section.rule_id, [])
+            if section.rule_id not in found and _section_hit(section, view, words, cjk):
+                found.add(section.rule_id)
+        return found
+
+    def _word_hits(self, view: _View) -> Iterator[tuple[str, _Span]]:
+        tokens = view.tokens
+        for first in range(len(tokens)):
+            joined = ""
+            for last in range(first, min(first + _MAX_JOIN, len(tokens))):
+                if tokens[last] == "|":
+                    break
+                joined += tokens[last]
+                span = (view.starts[first], view.starts[last] + len(tokens[last]))
+                for word in self._lookup(joined, joined_parts=last - first + 1):
+                    yield word.rule_id, span
+
+    def _lookup(self, candidate: str, joined_parts: int) -> Iterator[_Word]:
+        entries = self.words.get(_squeeze(candidate))
+        if not entries:
+            return
+        counts = _counts(candidate)
+        for word in entries:
+            if joined_parts > 1 and word.size < word.min_join:
+                continue
+            if all(have >= need for have, need in zip(counts, word.counts, strict=True)):
+                yield word
+
+    def _wild_hits(self, text: str) -> Iterator[str]:
+        for match in _WILD_TOKEN.finditer(text):
+            compiled = _wild_regex(match.group())
+            if compiled is None:
+                continue
+            regex, letters, wildcards = compiled
+            for size in range(letters, min(letters + wildcards, 2 * letters) + 1):
+                for key, rule_id in self.wild.get(size, ()):
+                    if regex.fullmatch(key):
+                        yield rule_id
+
+
+def _section_hit(section: _Section, view: _View, words: list[_Span], cjk: bool) -> bool:
+    latin = itertools.chain(words, _spans(section.latin, view.line))
+    if _any_kept(latin, section.latin_exclusions, view.line):
+        return True
+    return cjk and _any_kept(_spans(section.cjk, view.text), section.cjk_exclusions, view.text)
+
+
+def _build(files: Sequence[tuple[str, str, int]]) -> _Rules:
+    lines: dict[str, list[tuple[bool, str]]] = {}
+    words: dict[str, list[_Word]] = {}
+    wild: dict[int, set[tuple[str, str]]] = {}
+    for name, prefix, min_join in files:
+        cjk = name.endswith("_zh.txt")
+        for section, section_lines in read_sections(name).items():
+            rule_id = f"{prefix}.{section}"
+            lines.setdefault(rule_id, []).extend((cjk, line) for line in section_lines)
+            for line in () if cjk else section_lines:
+                _add_word(line, rule_id, min_join, words, wild)
+    sections = tuple(_compile_section(rule_id, body) for rule_id, body in lines.items())
+    return _Rules(
+        sections,
+        {key: tuple(entries) for key, entries in words.items()},
+        {size: tuple(sorted(keys)) for size, keys in wild.items()},
+    )
+
+
+def _add_word(
+    line: str,
+    rule_id: str,
+    min_join: int,
+    words: dict[str, list[_Word]],
+    wild: dict[int, set[tuple[str, str]]],
+) -> None:
+    word = _single_word(line)
+    if word is None:
+        return
+    for variant in _l_variants(word):
+        entry = _Word(rule_id, _counts(variant), min_join, len(word))
+        words.setdefault(_squeeze(variant), []).append(entry)
+        key = _squeeze(variant)
+        wild.setdefault(len(key), set()).add((key, rule_id))
+
+
+@functools.cache
+def _prompt_rules() -> _Rules:
+    return _build(_PROMPT_FILES)
+
+
+@functools.cache
+def _negative_rules() -> _Rules:
+    return _build(_NEGATIVE_FILES)

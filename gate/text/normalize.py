@@ -1,0 +1,119 @@
+"""The canonical form of prompt text that every matcher in :mod:`gate.text` sees.
+
+``normalize_text`` undoes the cheap ways of hiding a word, in this order:
+
+1. Unicode NFKC (full-width and mathematical letters become ASCII), casefold, then accents,
+   combining marks, zero-width, bidi and other format characters are removed.
+2. Look-alike letters (Cyrillic ``а``, Greek ``ν``, small capitals...) and Traditional Han
+   variants are mapped through the tables in ``data/homoglyphs.txt`` and
+   ``data/hanzi_variants.txt``.
+3. Whitespace collapses to one space; ``'s`` and in-word apostrophes are dropped.
+4. Spaces and punctuation inserted between Han characters are removed (``脱 衣`` → ``脱衣``).
+5. Runs of three or more single letters split by separators are joined
+   (``n u d e``, ``n.u.d.e``, ``n-u-d-e`` → ``nude``).
+6. Leetspeak is undone in words with at least two letters (``s3x`` → ``sex``, ``n@ked``).
+7. A letter repeated four or more times is cut to three (``nuuuuude`` → ``nuuude``); the
+   matchers accept any repetition of a term's letters, so ``nuuude`` still matches ``nude``.
+
+A single ``*`` or ``_`` inside a word is kept: the screener treats it as a wildcard for one
+letter (``n*de``) and, elsewhere, as a separator (``completely_nude``). The function is
+idempotent, never raises on any ``str`` and is linear in the input length.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from importlib import resources
+
+#: Han, kana and compatibility ideographs: scripts written without spaces between words.
+CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+HAS_CJK = re.compile(f"[{CJK_CHARS}]")
+
+_DROP_CATEGORIES = frozenset({"Mn", "Me", "Cf", "Cs", "Co"})
+_INVISIBLE_LETTERS = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0})  # Hangul fillers
+_MAX_CACHED = 65_536
+
+_EDGE_WILDCARDS = re.compile(r"(?<![a-z0-9])[*_]{2,}|[*_]{2,}(?![a-z0-9])")
+_SPACES = re.compile(r"\s+")
+_POSSESSIVE = re.compile(r"(?<=[^\W\d_])'s\b")
+_APOSTROPHE = re.compile(r"(?<=[^\W_])'(?=[^\W_])")
+_CJK_GAP = re.compile(f"(?<=[{CJK_CHARS}])[\\W_]{{1,3}}(?=[{CJK_CHARS}])")
+_PIECE = "a-z0-9@$"
+_SPACED_LETTERS = re.compile(
+    rf"(?<![{_PIECE}])[{_PIECE}](?:[\s.\-_*~+|/\\,:·•]{{1,3}}[{_PIECE}]){{2,}}(?![{_PIECE}])"
+)
+_NOT_PIECE = re.compile(rf"[^{_PIECE}]")
+_WORD = re.compile(rf"(?<![{_PIECE}])[{_PIECE}]+(?![{_PIECE}])")
+_LETTER = re.compile(r"[a-z]")
+_LEET = str.maketrans("013457@$", "oieastas")
+_LONG_RUN = re.compile(r"([a-z])\1{3,}")
+
+
+class _FoldTable(dict[int, str | None]):
+    """``str.translate`` table: drop marks and invisible characters, controls to spaces."""
+
+    def __missing__(self, codepoint: int) -> str | None:
+        char = chr(codepoint)
+        category = unicodedata.category(char)
+        value: str | None = char
+        if category in _DROP_CATEGORIES or codepoint in _INVISIBLE_LETTERS:
+            value = None
+        elif category == "Cc":
+            value = " "
+        if len(self) < _MAX_CACHED:
+            self[codepoint] = value
+        return value
+
+
+_FOLD = _FoldTable()
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = unicodedata.normalize("NFKD", text).translate(_FOLD)
+    return unicodedata.normalize("NFC", text)
+
+
+def _table_lines(name: str) -> list[tuple[str, str]]:
+    raw = (resources.files("gate.text") / "data" / name).read_text(encoding="utf-8")
+    pairs = []
+    for line in raw.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not line.startswith("#"):
+            pairs.append((fields[0], fields[1]))
+    return pairs
+
+
+@functools.cache
+def _char_table() -> dict[int, str]:
+    """Look-alike and Traditional Han characters, keyed by their folded form."""
+    table: dict[int, str] = {}
+    for name in ("homoglyphs.txt", "hanzi_variants.txt"):
+        for source, target in _table_lines(name):
+            folded = _fold(source)
+            if len(folded) == 1 and folded != target:
+                table[ord(folded)] = target
+    return table
+
+
+def _join_spaced(match: re.Match[str]) -> str:
+    return _NOT_PIECE.sub("", match.group())
+
+
+def _undo_leet(match: re.Match[str]) -> str:
+    word = match.group()
+    if len(_LETTER.findall(word)) < 2:
+        return word
+    return word.translate(_LEET)
+
+
+def normalize_text(text: str) -> str:
+    """Return the canonical matching form of ``text`` (see the module docstring)."""
+    text = _fold(text).translate(_char_table())
+    text = _SPACES.sub(" ", _EDGE_WILDCARDS.sub(" ", text)).strip()
+    text = _APOSTROPHE.sub("", _POSSESSIVE.sub("", text))
+    text = _CJK_GAP.sub("", text)
+    text = _SPACED_LETTERS.sub(_join_spaced, text)
+    return _LONG_RUN.sub(r"\1\1\1", _WORD.sub(_undo_leet, text))

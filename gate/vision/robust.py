@@ -1,0 +1,121 @@
+"""Detection an abuser cannot dodge by turning the photo or cropping it tight.
+
+A face that is not detected is a face that is not checked. Upright detectors miss faces
+rotated by 90/180/270 degrees and faces cropped so tightly that nothing surrounds them.
+``OrientationRobustDetector`` wraps any ``FaceDetector`` and adds ONE extra detector pass:
+a 2x2 mosaic holding the image rotated by 90, 180 and 270 degrees and an upright copy with
+a margin around it, each at half the detector's input size. Detections are mapped back
+to the original image; the alignment step then undoes the rotation (the similarity
+transform from the 5 landmarks to the ArcFace template includes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gate.vision.detect import Detection, FaceDetector, box_iou
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Cell:
+    """One mosaic cell: how to get from its pixels back to the original image."""
+
+    x0: int
+    y0: int
+    scale: float  # cell pixels per rotated-image pixel
+    pad_x: float
+    pad_y: float
+    to_original: Callable[[float, float], Point]
+
+
+def _rotations(w: int, h: int) -> list[tuple[int | None, Callable[[float, float], Point]]]:
+    """(cv2 rotate code or None for upright, map from rotated coords to original coords)."""
+    import cv2
+
+    return [
+        (None, lambda u, v: (u, v)),
+        (cv2.ROTATE_90_CLOCKWISE, lambda u, v: (v, h - 1 - u)),
+        (cv2.ROTATE_180, lambda u, v: (w - 1 - u, h - 1 - v)),
+        (cv2.ROTATE_90_COUNTERCLOCKWISE, lambda u, v: (w - 1 - v, u)),
+    ]
+
+
+class OrientationRobustDetector:
+    """Upright pass at full detector resolution, plus one mosaic pass (see module doc)."""
+
+    def __init__(self, base: FaceDetector, *, canvas_px: int = 640, margin: float = 0.2,
+                 iou_duplicate: float = 0.3) -> None:
+        self.base = base
+        self.name = f"{base.name}+orientations"
+        self.canvas_px = canvas_px
+        self.margin = margin
+        self.iou_duplicate = iou_duplicate
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        found = list(self.base.detect(image_bgr))
+        mosaic, cells = self._mosaic(image_bgr)
+        for det in self.base.detect(mosaic):
+            mapped = self._map_back(det, cells)
+            if mapped is None:
+                continue
+            if any(box_iou(mapped.bbox, d.bbox) > self.iou_duplicate for d in found):
+                continue
+            found.append(mapped)
+        return found
+
+    def _mosaic(self, image: np.ndarray) -> tuple[np.ndarray, list[_Cell]]:
+        import cv2
+
+        h, w = image.shape[:2]
+        half = self.canvas_px // 2
+        base_scale = half * 0.96 / max(h, w)  # downscale once, then rotate the small copy
+        small = cv2.resize(image, (max(1, round(w * base_scale)), max(1, round(h * base_scale))),
+                           interpolation=cv2.INTER_AREA)
+        canvas = np.full((self.canvas_px, self.canvas_px, 3), 127, dtype=np.uint8)
+        cells: list[_Cell] = []
+        for i, (code, back) in enumerate(_rotations(w, h)):
+            if code is None:  # upright, with a margin so tight crops have context
+                shrink = (1 - 2 * self.margin) / 0.96
+                cell_img = cv2.resize(small, (max(1, round(small.shape[1] * shrink)),
+                                              max(1, round(small.shape[0] * shrink))),
+                                      interpolation=cv2.INTER_AREA)
+            else:
+                cell_img = cv2.rotate(small, code)
+            nh, nw = cell_img.shape[:2]
+            scale = base_scale * (nw / small.shape[1] if code in (None, cv2.ROTATE_180)
+                                  else nw / small.shape[0])
+            x0, y0 = (i % 2) * half, (i // 2) * half
+            px, py = (half - nw) // 2, (half - nh) // 2
+            canvas[y0 + py:y0 + py + nh, x0 + px:x0 + px + nw] = cell_img
+            cells.append(_Cell(x0, y0, scale, px, py, back))
+        return canvas, cells
+
+    def _map_back(self, det: Detection, cells: list[_Cell]) -> Detection | None:
+        half = self.canvas_px // 2
+        cx = (det.bbox[0] + det.bbox[2]) / 2
+        cy = (det.bbox[1] + det.bbox[3]) / 2
+        cell = cells[int(cy // half) * 2 + int(cx // half)] if 0 <= cx < 2 * half and \
+            0 <= cy < 2 * half else None
+        if cell is None:
+            return None
+        x1, y1, x2, y2 = det.bbox
+        if x1 < cell.x0 - 2 or y1 < cell.y0 - 2 or x2 > cell.x0 + half + 2 or \
+                y2 > cell.y0 + half + 2:
+            return None  # straddles two cells: an artefact of the mosaic
+
+        def back(x: float, y: float) -> Point:
+            u = (x - cell.x0 - cell.pad_x) / cell.scale
+            v = (y - cell.y0 - cell.pad_y) / cell.scale
+            return cell.to_original(u, v)
+
+        corners = [back(x, y) for x, y in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))]
+        xs, ys = [p[0] for p in corners], [p[1] for p in corners]
+        landmarks = tuple(back(x, y) for x, y in det.landmarks)
+        return Detection(bbox=(min(xs), min(ys), max(xs), max(ys)), landmarks=landmarks,
+                         score=det.score)
+

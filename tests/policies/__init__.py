@@ -1,0 +1,1 @@
+"""Tests of the policy language (gate/policy) and the policy packs (policies/)."""

@@ -1,0 +1,91 @@
+"""policies/schema.json is generated from the model and every policy file satisfies it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from gate.policy.load import load_yaml
+from gate.policy.model import FACE_CONDITIONS, Policy, When
+from gate.policy.schema import policy_json_schema, render_policy_json_schema
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+POLICY_FILES = sorted(POLICIES.glob("*.yaml"))
+
+
+def _validate(data: Any) -> None:
+    """Validate with jsonschema when it is installed, else with the pydantic model."""
+    try:
+        import jsonschema
+    except ImportError:
+        Policy.model_validate(data)
+    else:
+        jsonschema.validate(data, json.loads((POLICIES / "schema.json").read_text()))
+
+
+def _invalid() -> tuple[type[Exception], ...]:
+    try:
+        import jsonschema
+    except ImportError:
+        return (ValidationError,)
+    return (ValidationError, jsonschema.ValidationError)
+
+
+def test_committed_schema_is_the_generated_one() -> None:
+    committed = (POLICIES / "schema.json").read_text(encoding="utf-8")
+    assert committed == render_policy_json_schema(), (
+        "policies/schema.json is stale: run `gate policy schema --output policies/schema.json`")
+
+
+def test_there_are_policy_packs() -> None:
+    names = {p.name for p in POLICY_FILES}
+    assert {"default.yaml", "creative-app.yaml", "self-portrait-only.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.name)
+def test_policy_file_satisfies_the_schema(path: Path) -> None:
+    data, _ = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    _validate(data)
+
+
+@pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.name)
+def test_policy_file_points_editors_at_the_schema(path: Path) -> None:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first == "# yaml-language-server: $schema=./schema.json"
+
+
+def test_schema_describes_every_condition() -> None:
+    schema = policy_json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    when = schema["$defs"]["When"]
+    assert set(when["properties"]) == set(When.model_fields)
+    assert when["additionalProperties"] is False
+    for name in When.model_fields:
+        assert when["properties"][name]["description"], name
+
+
+def test_schema_forbids_face_conditions_in_request_rules() -> None:
+    rule = policy_json_schema()["$defs"]["Rule"]
+    request_scope = rule["allOf"][0]
+    assert request_scope["if"]["properties"]["scope"] == {"const": "request"}
+    forbidden = request_scope["then"]["properties"]["when"]["properties"]
+    assert set(forbidden) == set(FACE_CONDITIONS)
+    assert all(v == {"type": "null"} for v in forbidden.values())
+
+
+def test_schema_rejects_what_the_model_rejects() -> None:
+    bad_rules: list[dict[str, Any]] = [
+        {"id": "a.b", "effect": "deny", "message": "m", "scope": "request",
+         "when": {"identity": ["self"]}},
+        {"id": "a.b", "effect": "deny", "message": "m", "obligations": ["label_ai_content"]},
+        {"id": "a.b", "effect": "alow", "message": "m"},
+        {"id": "a.b", "effect": "deny", "message": "m", "when": {"operation": []}},
+        {"id": "a.b", "effect": "deny", "message": "m", "when": {"identiy": ["self"]}},
+    ]
+    for rule in bad_rules:
+        with pytest.raises(_invalid()):
+            _validate({"policy": "p", "version": "1", "rules": [rule]})
