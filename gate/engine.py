@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gate.audit.chain import AuditSink, subject_ref
+from gate.cache import TtlCache
 from gate.consent.store import ConsentStore, utcnow
 from gate.errors import (
     ConsentError,
@@ -69,7 +70,7 @@ class _Face:
     role: str
     det: Detection
     scale: float
-    pixels: np.ndarray
+    pixels: np.ndarray | None
     quality: float = 0.0
     crop: np.ndarray | None = None
     vector: np.ndarray | None = None
@@ -108,6 +109,8 @@ class FaceGate:
         self._closed = False
         self._lock = threading.RLock()
         self._names_cache: tuple[int, Any] | None = None
+        self._analyses: TtlCache[tuple[_Face, ...]] = TtlCache(
+            settings.analysis_cache_items, settings.analysis_cache_ttl_s)
         self._feed_seq = 0
         self._foreign_packs: set[str] = set()
         self._limits = DecodeLimits(
@@ -136,6 +139,7 @@ class FaceGate:
             if not self._closed:
                 self._closed = True
                 self.parts.index.clear()
+                self._analyses.clear()
                 self.parts.store.close()
 
     def __enter__(self) -> FaceGate:
@@ -173,6 +177,8 @@ class FaceGate:
             changes = self.parts.store.changes_since(self._feed_seq)
             pack = self.parts.embedder.pack_id
             for seq, kind, subject_id in changes:
+                if kind == "subject_delete":
+                    self._analyses.clear()  # erasure elsewhere empties caches here too
                 if subject_id is not None and kind in ("subject_add", "subject_delete"):
                     self.parts.index.remove(subject_id)
                     if kind == "subject_add":
@@ -293,6 +299,7 @@ class FaceGate:
         """Erase a subject: rows, templates, grants, index entries. Audit keeps hashes."""
         found = self.parts.store.delete_subject(subject_id)
         self.parts.index.remove(subject_id)
+        self._analyses.clear()
         self.sync()
         if not found:
             raise NotFound("no such subject")
@@ -351,21 +358,10 @@ class FaceGate:
         self.ensure_pack_matches()
         t = time.perf_counter()
         self.sync()
-        t = timer.add("sync", t)
-        decoded = [decode_image(img.data, self._limits) for img in request.images]
-        t = timer.add("decode", t)
-        faces: list[_Face] = []
-        for i, (img, dec) in enumerate(zip(request.images, decoded, strict=True)):
-            faces += self._detect(dec, i, img.role)
-        t = timer.add("detect", t)
-        for face in faces:
-            self._prepare(face)
-        t = timer.add("align", t)
-        crops = [f.crop for f in faces]
-        vectors = self.parts.embedder.embed(crops) if crops else np.zeros((0, 1), np.float32)  # type: ignore[arg-type]
-        for face, vec in zip(faces, vectors, strict=True):
-            face.vector = vec
-        t = timer.add("embed", t)
+        timer.add("sync", t)
+        faces = self._analyse(request, timer)
+        t = time.perf_counter()
+        vectors = np.stack([f.vector for f in faces]) if faces else np.zeros((0, 1), np.float32)  # type: ignore[misc]
         hits = self.parts.index.search(vectors, k=3) if faces else []
         t = timer.add("search", t)
         content, text_rules = self._effective_content(request)
@@ -397,6 +393,37 @@ class FaceGate:
         return decision.model_copy(update={"latency_ms": dict(timer.stages)})
 
     # -- pipeline stages -----------------------------------------------------------------
+    def _analyse(self, request: GateRequest, timer: _Timer) -> list[_Face]:
+        """Faces (box, quality, vector) of every input; byte-identical images are cached."""
+        per_image: list[list[_Face]] = []
+        fresh: list[tuple[int, str]] = []
+        for i, img in enumerate(request.images):
+            digest = img.sha256
+            cached = self._analyses.get(digest)
+            if cached is None:
+                t = time.perf_counter()
+                decoded = decode_image(img.data, self._limits)
+                t = timer.add("decode", t)
+                per_image.append(self._detect(decoded, i, img.role))
+                timer.add("detect", t)
+                fresh.append((i, digest))
+            else:
+                per_image.append([_Face(i, f.frame_index, img.role, f.det, f.scale, None,
+                                        f.quality, None, f.vector) for f in cached])
+        new_faces = [f for i, _ in fresh for f in per_image[i]]
+        t = time.perf_counter()
+        for face in new_faces:
+            self._prepare(face)
+        t = timer.add("align", t)
+        if new_faces:
+            vectors = self.parts.embedder.embed([f.crop for f in new_faces])  # type: ignore[misc]
+            for face, vec in zip(new_faces, vectors, strict=True):
+                face.vector, face.crop, face.pixels = vec, None, None
+        timer.add("embed", t)
+        for i, digest in fresh:
+            self._analyses.put(digest, tuple(per_image[i]))
+        return [f for faces in per_image for f in faces]
+
     def _detect(self, decoded: DecodedImage, image_index: int, role: str) -> list[_Face]:
         out: list[_Face] = []
         for frame in decoded.frames:
@@ -405,6 +432,7 @@ class FaceGate:
         return _dedupe_frames(out)
 
     def _prepare(self, face: _Face) -> None:
+        assert face.pixels is not None
         face.crop, aligned_points = align_face(face.pixels, face.det.landmarks_array())
         face.quality = face_quality(face.det, face.crop, aligned_points).score
 

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     #: Longest side of decoded frames (downscale-on-decode; JPEG never decodes more).
     decode_side_px: int = Field(default=2048, ge=256)
 
+    # --- caching -----------------------------------------------------------------------
+    #: Face analyses of byte-identical images (never decisions); 0 disables.
+    analysis_cache_items: int = Field(default=256, ge=0)
+    analysis_cache_ttl_s: float = Field(default=60.0, ge=0.0)
+
     # --- policy, audit, keys ----------------------------------------------------------
     policy_file: Path = DEFAULT_POLICY
     #: Template encryption key file (32 bytes, base64); created with 0600 if missing.

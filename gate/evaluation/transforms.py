@@ -104,8 +104,8 @@ def face_box(image: np.ndarray, face: FaceGeometry | None) -> tuple[int, int, in
         side = 0.6 * min(h, w)
         x1, y1 = (w - side) / 2, (h - side) / 2
         x2, y2 = x1 + side, y1 + side
-    ix1, iy1 = max(0, int(round(x1))), max(0, int(round(y1)))
-    ix2, iy2 = min(w, int(round(x2))), min(h, int(round(y2)))
+    ix1, iy1 = max(0, round(x1)), max(0, round(y1))
+    ix2, iy2 = min(w, round(x2)), min(h, round(y2))
     if ix2 - ix1 < 2 or iy2 - iy1 < 2:
         return 0, 0, w, h
     return ix1, iy1, ix2, iy2
@@ -120,7 +120,7 @@ def locate_face(detector: Any, image: np.ndarray, pad_fraction: float = 0.5,
     ``detections`` are the detector's results on ``image`` when already known.
     """
     h, w = image.shape[:2]
-    pad = int(round(pad_fraction * max(h, w)))
+    pad = round(pad_fraction * max(h, w))
     attempts: list[tuple[np.ndarray, int]] = [(image, 0)]
     if pad > 0:
         padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
@@ -144,7 +144,7 @@ def locate_face(detector: Any, image: np.ndarray, pad_fraction: float = 0.5,
 # -- building blocks ------------------------------------------------------------------------
 def _resize(image: np.ndarray, factor: float) -> np.ndarray:
     h, w = image.shape[:2]
-    nw, nh = max(1, int(round(w * factor))), max(1, int(round(h * factor)))
+    nw, nh = max(1, round(w * factor)), max(1, round(h * factor))
     interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
     return cv2.resize(image, (nw, nh), interpolation=interp)
 
@@ -168,9 +168,9 @@ def _paste(canvas: np.ndarray, tile: np.ndarray, x: int, y: int,
         return
     ph, pw = part.shape[:2]
     edge = max(1, min(ph, pw) // 12)
-    mask = np.zeros((ph, pw), np.float32)
-    mask[edge:ph - edge, edge:pw - edge] = 1.0
-    mask = cv2.GaussianBlur(mask, (0, 0), edge / 2)[:, :, None]
+    hard = np.zeros((ph, pw), np.float32)
+    hard[edge:ph - edge, edge:pw - edge] = 1.0
+    mask = cv2.GaussianBlur(hard, (0, 0), edge / 2)[:, :, None]
     region = canvas[y0:y1, x0:x1].astype(np.float32)
     canvas[y0:y1, x0:x1] = np.clip(mask * part + (1 - mask) * region, 0, 255).astype(np.uint8)
 
@@ -298,7 +298,7 @@ def tight_crop(data: bytes, ctx: TransformContext) -> bytes:
     image = decode_bgr(data)
     h, w = image.shape[:2]
     x1, y1, x2, y2 = face_box(image, ctx.face)
-    margin = int(round(0.05 * max(x2 - x1, y2 - y1)))
+    margin = round(0.05 * max(x2 - x1, y2 - y1))
     crop = image[max(0, y1 - margin):min(h, y2 + margin), max(0, x1 - margin):min(w, x2 + margin)]
     return png(np.ascontiguousarray(crop))
 

@@ -177,7 +177,10 @@ class HnswIndex:
             # A fresh usearch index: the old one (or its file mapping) goes with its object.
             self._index = self._new_usearch_index()
             self._view = False
+            next_key = self._next_key
             self._reset_tables()
+            self._next_key = next_key  # keys stay unique across clears (see load)
+            self._grow_owners(next_key)
 
     def search(self, queries: np.ndarray, k: int) -> list[list[IndexHit]]:
         q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
@@ -271,10 +274,15 @@ class HnswIndex:
                 expansion_add=index.expansion_add, expansion_search=index._expansion_search)
         except (OSError, RuntimeError, ValueError) as exc:
             raise StorageError(f"could not open the identity index {target.name}") from exc
-        if restored is None or len(restored) != int(meta["stored"]):
-            raise StorageError(f"identity index {target.name} does not match its side table")
-        if restored.ndim != index.dim:
+        if restored is None or restored.ndim != index.dim:
             raise StorageError(f"identity index {target.name} has the wrong dimension")
+        # Keys are never reused (not even across clear()), so the side table and the graph
+        # come from the same save exactly when they hold the same set of keys.
+        stored_keys = np.flatnonzero(owners != _REMOVED).astype(np.uint64)
+        if (len(restored) != len(stored_keys) or len(stored_keys) != int(meta["stored"])
+                or not bool(np.all(restored.contains(stored_keys)))):
+            raise StorageError(
+                f"identity index {target.name} does not match its side table (torn save?)")
         index._index = restored
         index._view = view
 

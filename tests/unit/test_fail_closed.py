@@ -34,6 +34,7 @@ def _swap(gate: FaceGate) -> Any:
 
 def _replace(gate: FaceGate, **parts: Any) -> None:
     gate.parts = dataclasses.replace(gate.parts, **parts)
+    gate._analyses.clear()  # the next check must run the faulty part
 
 
 class _NaNEmbedder(FakeEmbedder):

@@ -1,0 +1,138 @@
+"""``gate serve``, ``gate keys ...`` and ``gate db ...``, mounted by ``gate/cli.py``:
+
+    app.command("serve")(serve_command)
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(db_app, name="db")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from gate.api.keys import KeyStore
+
+DataDir = Annotated[Path, typer.Option("--data-dir", envvar="GATE_DATA_DIR",
+                                       help="Embedded data directory (SQLite).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP sidecar.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations (Alembic).")
+
+
+def _url(data_dir: Path) -> str:
+    from gate.settings import Settings
+
+    settings = Settings(data_dir=data_dir)
+    if not settings.database_url:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    return settings.resolved_database_url()
+
+
+def _key_store(data_dir: Path) -> KeyStore:
+    from gate.api.keys import KeyStore
+    from gate.db import make_engine
+
+    return KeyStore(make_engine(_url(data_dir)))
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 in containers).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Run the HTTP sidecar (models verified and policy validated before it listens)."""
+    import uvicorn
+
+    from gate.api.app import create_app
+    from gate.api.logging import configure_logging
+    from gate.api.settings import ApiSettings
+    from gate.settings import Settings
+
+    api = ApiSettings()
+    configure_logging(api.log_level)
+    settings = Settings(data_dir=data_dir)
+    uvicorn.run(create_app(settings, api_settings=api), host=host, port=port,
+                log_config=None, access_log=False, server_header=False,
+                timeout_graceful_shutdown=10)
+
+
+@keys_app.command("create")
+def keys_create(
+    app_id: Annotated[str, typer.Option("--app", help="The app (tenant) the key acts for.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: check, admin.")] = "check",
+    data_dir: DataDir = Path("data"),
+    as_json: JsonOut = False,
+) -> None:
+    """Create a key. The secret is printed once and only its hash is stored."""
+    store = _key_store(data_dir)
+    try:
+        new = store.create(app_id, scopes.split(","))
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({"key_id": new.key.key_id, "app_id": new.key.app_id,
+                               "scopes": sorted(new.key.scopes), "api_key": new.token}))
+    else:
+        typer.echo(new.token)
+        typer.echo(f"key {new.key.key_id} for app {new.key.app_id} "
+                   f"[{','.join(sorted(new.key.scopes))}]; store the key now, it is not "
+                   "shown again", err=True)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> None:
+    """List keys (ids, apps, scopes; never secrets)."""
+    store = _key_store(data_dir)
+    try:
+        keys = store.list()
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps([
+            {"key_id": k.key_id, "app_id": k.app_id, "scopes": sorted(k.scopes),
+             "created_at": k.created_at.isoformat(),
+             "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None} for k in keys],
+            indent=2))
+        return
+    for k in keys:
+        state = "revoked" if k.revoked_at else "active"
+        typer.echo(f"{k.key_id}  {k.app_id:<20} {','.join(sorted(k.scopes)):<12} {state}")
+    if not keys:
+        typer.echo("no keys")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (not the secret).")],
+                data_dir: DataDir = Path("data")) -> None:
+    """Revoke a key: every replica refuses it from its next request on."""
+    store = _key_store(data_dir)
+    try:
+        key = store.revoke(key_id)
+    finally:
+        store.close()
+    typer.echo(f"revoked {key.key_id} (app {key.app_id})")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+               data_dir: DataDir = Path("data")) -> None:
+    """Migrate the database (GATE_DATABASE_URL, or SQLite in --data-dir) to the newest
+    schema. Safe to run again; run it once before starting replicas."""
+    from gate.api.migrate import upgrade
+
+    reached = upgrade(_url(data_dir), revision)
+    typer.echo(f"database at revision {reached}")
+
+
+@db_app.command("current")
+def db_current(data_dir: DataDir = Path("data")) -> None:
+    """Print the database's schema revision."""
+    from gate.api.migrate import current_revision
+
+    typer.echo(current_revision(_url(data_dir)) or "none")

@@ -1,0 +1,72 @@
+"""The analysis cache speeds up byte-identical images but never serves a stale decision."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from gate.cache import TtlCache
+from gate.engine import FaceGate
+from gate.policy.evaluate import RulePolicyEngine
+from gate.policy.load import parse_policy
+from gate.types import GateRequest, ImageInput, Requester
+from tests.conftest import noise_png
+
+BOB = noise_png(2)
+STUDIO = Requester(app_id="studio", user_id="u1")
+
+
+def _swap(gate: FaceGate) -> Any:
+    return gate.check(GateRequest(operation="face_swap", requester=STUDIO,
+                                  images=[ImageInput(role="target", data=BOB)]))
+
+
+def test_identical_bytes_hit_the_cache(fake_gate: FaceGate) -> None:
+    first, second = _swap(fake_gate), _swap(fake_gate)
+    assert fake_gate._analyses.hits == 1
+    assert "decode" in first.latency_ms and "decode" not in second.latency_ms
+    assert first.verdict == second.verdict and first.request_id != second.request_id
+    assert first.faces[0].bbox == second.faces[0].bbox
+
+
+def test_grant_and_revocation_are_never_served_stale(fake_gate: FaceGate) -> None:
+    bob = fake_gate.enroll([BOB], display_name="Bob", status="consenting")
+    assert _swap(fake_gate).verdict == "needs_consent"
+    grant = fake_gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"])
+    assert _swap(fake_gate).verdict == "allow"
+    fake_gate.revoke(grant.grant_id)
+    assert _swap(fake_gate).verdict == "needs_consent"
+    assert fake_gate._analyses.hits >= 2
+
+
+def test_erasure_empties_the_cache(fake_gate: FaceGate) -> None:
+    bob = fake_gate.enroll([BOB], display_name="Bob", status="protected")
+    assert _swap(fake_gate).verdict == "deny"
+    assert len(fake_gate._analyses) == 1
+    fake_gate.erase(bob.subject_id)
+    assert len(fake_gate._analyses) == 0
+    assert _swap(fake_gate).faces[0].identity == "unknown"
+
+
+def test_policy_change_applies_to_cached_images(fake_gate: FaceGate) -> None:
+    assert _swap(fake_gate).verdict == "needs_consent"
+    permissive = parse_policy(
+        "policy: p\nversion: '1'\nrules:\n  - id: allow.all\n    effect: allow\n"
+        "    message: everything\n")
+    fake_gate.parts = dataclasses.replace(fake_gate.parts, policy=RulePolicyEngine(permissive))
+    d = _swap(fake_gate)
+    assert d.verdict == "allow" and d.policy_version == "p@1"
+
+
+def test_ttl_and_bound() -> None:
+    cache: TtlCache[int] = TtlCache(max_items=2, ttl_s=0.05)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("c", 3)
+    assert cache.get("a") is None and cache.get("c") == 3
+    time.sleep(0.06)
+    assert cache.get("c") is None
+    disabled: TtlCache[int] = TtlCache(max_items=0)
+    disabled.put("a", 1)
+    assert disabled.get("a") is None
