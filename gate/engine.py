@@ -8,6 +8,7 @@ caller must fix (bad image, bad request). No code path turns an exception into `
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -109,6 +110,9 @@ class FaceGate:
         self._closed = False
         self._lock = threading.RLock()
         self._names_cache: tuple[int, Any] | None = None
+        # Decisions run on workers so a hung model call ends in a deny after the timeout.
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.check_workers, thread_name_prefix="gate-check")
         self._analyses: TtlCache[tuple[_Face, ...]] = TtlCache(
             settings.analysis_cache_items, settings.analysis_cache_ttl_s)
         self._feed_seq = 0
@@ -138,6 +142,7 @@ class FaceGate:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                self._workers.shutdown(wait=False, cancel_futures=True)
                 self.parts.index.clear()
                 self._analyses.clear()
                 self.parts.store.close()
@@ -333,7 +338,12 @@ class FaceGate:
         timer = _Timer()
         started = time.perf_counter()
         try:
-            decision = self._decide(request, request_id, timer)
+            future = self._workers.submit(self._decide, request, request_id, timer)
+            try:
+                decision = future.result(timeout=self.settings.check_timeout_s)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                decision = self._fault(request, request_id, "timeout", timer)
         except (InvalidImage, InvalidRequest):
             raise
         except GateError as exc:

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     #: Longest side of decoded frames (downscale-on-decode; JPEG never decodes more).
     decode_side_px: int = Field(default=2048, ge=256)
 
+    # --- time ------------------------------------------------------------------------------
+    #: A check that takes longer is denied (``core.fail_closed``, fault ``timeout``).
+    check_timeout_s: float = Field(default=20.0, gt=0.0)
+    #: Concurrent checks per process.
+    check_workers: int = Field(default=4, ge=1, le=64)
+
     # --- caching -----------------------------------------------------------------------
     #: Face analyses of byte-identical images (never decisions); 0 disables.
     analysis_cache_items: int = Field(default=256, ge=0)

@@ -136,3 +136,16 @@ def db_current(data_dir: DataDir = Path("data")) -> None:
     from gate.api.migrate import current_revision
 
     typer.echo(current_revision(_url(data_dir)) or "none")
+
+
+def standalone() -> typer.Typer:
+    """These commands on their own: ``python -m gate.api.cli serve|keys|db ...``."""
+    cli = typer.Typer(add_completion=False, no_args_is_help=True)
+    cli.command("serve")(serve_command)
+    cli.add_typer(keys_app, name="keys")
+    cli.add_typer(db_app, name="db")
+    return cli
+
+
+if __name__ == "__main__":
+    standalone()()

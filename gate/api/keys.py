@@ -66,7 +66,7 @@ class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         try:
-            db.api_keys.create(engine, checkfirst=True)
+            db.create_schema(engine)
         except SQLAlchemyError as exc:
             raise StorageError("the key database is unreachable") from exc
 

@@ -76,16 +76,26 @@ def _unversioned_tables(url: str) -> set[str]:
     return names & set(db.metadata.tables) if "alembic_version" not in names else set()
 
 
+def _adopt(url: str) -> None:
+    """Accept a ``create_all`` schema (possibly missing whole tables, which are added)."""
+    diffs = schema_differences(url)
+    if any(not (isinstance(d, tuple) and d[0] in ("add_table", "add_index")) for d in diffs):
+        raise StorageError("the database has gate tables that differ from the schema and "
+                           "no migration history; migrate it by hand")
+    engine = db.make_engine(url)
+    try:
+        db.create_schema(engine)
+    finally:
+        engine.dispose()
+
+
 def upgrade(url: str, revision: str = "head") -> str | None:
     """Upgrade ``url`` to ``revision``; returns the revision reached."""
     from alembic import command
 
     config = _config(url)
-    existing = _unversioned_tables(url)
-    if existing:
-        if existing != set(db.metadata.tables) or schema_differences(url):
-            raise StorageError("the database has gate tables that differ from the schema "
-                               "and no migration history; migrate it by hand")
+    if _unversioned_tables(url):
+        _adopt(url)
         command.stamp(config, INITIAL_REVISION)
     command.upgrade(config, revision)
     return current_revision(url)

@@ -85,6 +85,7 @@ class EnrollFields(_Body):
         default=None, min_length=1, max_length=256,
         description="Makes the subject the key's app user's own face (identity 'self').")
     aliases: list[str] = Field(default_factory=list, max_length=32)
+    guardian: bool = Field(default=False, description="Enrolled by a guardian (a minor).")
 
 
 class EnrollBody(EnrollFields):

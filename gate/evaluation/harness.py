@@ -20,6 +20,7 @@ Counts per (dataset, enrolment count, transform) are defined in :class:`CaseCoun
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import zlib
@@ -196,6 +197,9 @@ class CaseCounts:
       it was matched to; ``false_allow_via_wrong_subject`` counts those allowed because a
       face was taken for a consenting subject other than the person in the photo);
     - ``false_allow_stranger``: a never-enrolled person's photo got ``allow``;
+    - ``false_allow_no_face``: of those false allows, the ones where the gate found no
+      face at all (the policy allows a request without faces: a detection miss is an
+      allow);
     - ``protected_recognised``: ``deny`` with a face identified as that protected subject;
     - ``protected_not_recognised``: no face identified as that subject (missed, or passed
       as unknown / another person); ``protected_needs_consent`` is the share of protected
@@ -215,6 +219,7 @@ class CaseCounts:
     false_allow_protected: int = 0
     false_allow_stranger: int = 0
     false_allow_via_wrong_subject: int = 0
+    false_allow_no_face: int = 0
     protected_recognised: int = 0
     protected_not_recognised: int = 0
     protected_needs_consent: int = 0
@@ -258,6 +263,8 @@ class CaseCounts:
                 self.false_allow_stranger += 1
             if any(subject_roles.get(s) == "consenting" for s in wrong):
                 self.false_allow_via_wrong_subject += 1
+            if not faces:
+                self.false_allow_no_face += 1
         if role == "protected":
             if any(f.identity == "protected" for f in mine) and verdict == "deny":
                 self.protected_recognised += 1
@@ -319,7 +326,7 @@ class CaseCounts:
 
 
 _INT_FIELDS = ("false_allow_protected", "false_allow_stranger",
-               "false_allow_via_wrong_subject", "protected_recognised",
+               "false_allow_via_wrong_subject", "false_allow_no_face", "protected_recognised",
                "protected_not_recognised", "protected_needs_consent", "false_block",
                "consenting_not_allowed", "wrong_subject", "detection_miss", "faults",
                "input_errors")
@@ -386,6 +393,7 @@ class EfficacyReport:
                 c.transform,
                 f"{p}/{cc.probes['consenting']}/{s}",
                 f"{fa}/{p + s}",
+                f"{cc.false_allow_no_face}",
                 _pct(r["protected_not_recognised"]),
                 _pct(r["false_block"]),
                 f"{cc.wrong_subject}",
@@ -424,7 +432,8 @@ class EfficacyReport:
         return "\n".join(lines) + "\n"
 
 
-COLUMNS = ("transform", "probes P/C/S", "false-allow", "prot. not recog.", "false-block",
+COLUMNS = ("transform", "probes P/C/S", "false-allow", "of which no face",
+           "prot. not recog.", "false-block",
            "wrong subj.", "det. miss", "errors", "p50 ms", "p95 ms")
 
 
@@ -486,6 +495,7 @@ def run_efficacy(gate_factory: GateFactory, roots: Sequence[Path], *,
                  progress: Progress | None = None) -> EfficacyReport:
     """Run the protocol of this module over every dataset under ``roots``."""
     started = time.perf_counter()
+    load_before = _load_average()
     names = resolve(transforms)
     counts = sorted({enrol_photos} if isinstance(enrol_photos, int) else set(enrol_photos))
     if not counts or any(not 1 <= c <= RESERVED_FOR_ENROLMENT for c in counts):
@@ -517,10 +527,19 @@ def run_efficacy(gate_factory: GateFactory, roots: Sequence[Path], *,
                     g.close()
     settings = {"seed": seed, "enrol_photos": counts, "transforms": names,
                 "max_probes_per_identity": max_probes_per_identity,
-                "sets": [s.name for s in sets]}
+                "sets": [s.name for s in sets], "cpu_count": os.cpu_count(),
+                "load_average_1m": {"start": load_before, "end": _load_average()}}
     return EfficacyReport(settings=settings, datasets=summaries, cases=cases,
                           enrolment_failures=failures,
                           elapsed_s=time.perf_counter() - started)
+
+
+def _load_average() -> float | None:
+    """1-minute load average: latency figures mean little on a busy machine."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not available on every platform
+        return None
 
 
 def _run_dataset(plan: DatasetPlan, gates: dict[int, FaceGate],

@@ -60,7 +60,10 @@ class _Loader(yaml.SafeLoader):
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:  # e.g. "!!int x"
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # PyYAML's constructors raise anything on a malformed
+            # tagged scalar ("!!int", "!!timestamp x", "!!bool maybe"): it is a bad value
             raise ConstructorError(None, None, f"invalid value for tag {node.tag!r}",
                                    node.start_mark) from exc
 

@@ -4,8 +4,8 @@ The word lists live in ``data/*.txt`` (syntax in ``docs/content-screening.md``) 
 compiled once per process. Matching runs on :func:`normalize_text` output, in three tiers:
 
 * single words: a dictionary keyed by the word with repeated letters squeezed, then checked
-  run by run (``nuuude`` matches ``nude``, ``bob`` does not match ``boob``); up to four
-  adjacent words are also tried joined (``na ked``, ``tuo yi``);
+  run by run (``nuuude`` and ``sexx`` match, ``bob`` is not ``boob``, ``loose`` is not
+  ``lose``); up to four adjacent words are also tried joined (``na ked``, ``tuo yi``);
 * single-word wildcards: a ``*`` or ``_`` inside a word stands for at most one letter
   (``n*de``, ``p**n``); at least two letters must be real and at least half of the term;
 * phrases, slots and Chinese patterns: one regular expression per rule section, run on a
@@ -39,6 +39,7 @@ _NEGATIVE_FILES = (("negative_en.txt", "sexual", 5), ("negative_zh.txt", "sexual
 _MAX_JOIN = 4
 _MAX_L_VARIANTS = 3
 _QUANTIFIERS = {"": "", "?": "?", "*": "{0,3}"}
+_BREAK = "|"  # token standing for punctuation: phrases do not run across it
 
 _LATIN_TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9\s\-'\"&+~#=^`@$%*_]+")
 _WILD_TOKEN = re.compile(r"(?<![a-z0-9*_])[a-z0-9*_]*[*_][a-z0-9*_]*(?![a-z0-9*_])")
@@ -106,11 +107,11 @@ class _View:
 def _view(text: str) -> _View:
     tokens: list[str] = []
     for match in _LATIN_TOKEN.finditer(text):
-        token = match.group()
-        if not (token[0].isascii() and token[0].isalnum()):
-            token = "|"
-        if token != "|" or (tokens and tokens[-1] != "|"):
-            tokens.append(token)
+        piece = match.group()
+        if not (piece[0].isascii() and piece[0].isalnum()):
+            piece = _BREAK
+        if piece != _BREAK or (tokens and tokens[-1] != _BREAK):
+            tokens.append(piece)
     starts = list(itertools.accumulate((len(t) + 1 for t in tokens[:-1]), initial=1))
     return _View(text, " " + " ".join(tokens) + " ", tuple(tokens), tuple(starts))
 
@@ -148,7 +149,7 @@ def _single_word(line: str) -> str | None:
     if line.startswith("!") or any(c in line for c in "{?*"):
         return None
     tokens = _view(normalize_text(line)).tokens
-    return tokens[0] if len(tokens) == 1 and tokens[0] != "|" else None
+    return tokens[0] if len(tokens) == 1 and tokens[0] != _BREAK else None
 
 
 def _l_variants(word: str) -> set[str]:
@@ -163,19 +164,31 @@ def _l_variants(word: str) -> set[str]:
     return variants
 
 
+def _run_fits(have: int, need: int, last: bool) -> bool:
+    """A letter run in the text fits a run of the term: same length, tripled or more
+    (``nuuude``), or longer at the end of the word (``sexx``) - but ``loose`` is not ``lose``."""
+    return have == need or have >= max(3, need) or (last and have > need)
+
+
 def _run_regex(token: str) -> str:
+    """Regex for one term word with :func:`_run_fits` semantics (``l`` may also be ``i``)."""
+    runs = [run.group() for run in _RUN.finditer(token)]
     parts = []
-    for run in _RUN.finditer(token):
-        char, size = run.group()[0], len(run.group())
-        letter = "[li]" if char == "l" else re.escape(char)
-        parts.append(letter + ("+" if size == 1 else f"{{{size},}}"))
+    for index, run in enumerate(runs):
+        letter = "[li]" if run[0] == "l" else re.escape(run[0])
+        if index == len(runs) - 1 or len(run) > 1:
+            parts.append(f"{letter}{{{len(run)},}}")
+        else:
+            parts.append(f"{letter}(?:{letter}{{2,}})?")
     return "".join(parts)
 
 
+@functools.cache
 def _latin_phrase(phrase: str) -> str:
     return " ".join(_run_regex(t) for t in _view(normalize_text(phrase)).tokens)
 
 
+@functools.cache
 def _latin_part(word: str, quantifier: str, gap: str) -> str:
     entries = _slots("en")[word[1:-1]] if word.startswith("{") else (word,)
     body = "|".join(_latin_phrase(entry) for entry in entries)
@@ -299,7 +312,7 @@ class _Rules:
         for first in range(len(tokens)):
             joined = ""
             for last in range(first, min(first + _MAX_JOIN, len(tokens))):
-                if tokens[last] == "|":
+                if tokens[last] == _BREAK:
                     break
                 joined += tokens[last]
                 span = (view.starts[first], view.starts[last] + len(tokens[last]))
@@ -311,10 +324,12 @@ class _Rules:
         if not entries:
             return
         counts = _counts(candidate)
+        last = len(counts) - 1
         for word in entries:
             if joined_parts > 1 and word.size < word.min_join:
                 continue
-            if all(have >= need for have, need in zip(counts, word.counts, strict=True)):
+            pairs = enumerate(zip(counts, word.counts, strict=True))
+            if all(_run_fits(have, need, i == last) for i, (have, need) in pairs):
                 yield word
 
     def _wild_hits(self, text: str) -> Iterator[str]:

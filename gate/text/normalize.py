@@ -4,8 +4,8 @@
 
 1. Unicode NFKC (full-width and mathematical letters become ASCII), casefold, then accents,
    combining marks, zero-width, bidi and other format characters are removed.
-2. Look-alike letters (Cyrillic ``а``, Greek ``ν``, small capitals...) and Traditional Han
-   variants are mapped through the tables in ``data/homoglyphs.txt`` and
+2. Look-alike letters (Cyrillic a U+0430, Greek nu U+03BD, small capitals...) and Han
+   Traditional variants are mapped through ``data/homoglyphs.txt`` and
    ``data/hanzi_variants.txt``.
 3. Whitespace collapses to one space; ``'s`` and in-word apostrophes are dropped.
 4. Spaces and punctuation inserted between Han characters are removed (``脱 衣`` → ``脱衣``).
@@ -34,6 +34,7 @@ HAS_CJK = re.compile(f"[{CJK_CHARS}]")
 _DROP_CATEGORIES = frozenset({"Mn", "Me", "Cf", "Cs", "Co"})
 _INVISIBLE_LETTERS = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0})  # Hangul fillers
 _MAX_CACHED = 65_536
+_MAX_PASSES = 8
 
 _EDGE_WILDCARDS = re.compile(r"(?<![a-z0-9])[*_]{2,}|[*_]{2,}(?![a-z0-9])")
 _SPACES = re.compile(r"\s+")
@@ -109,11 +110,22 @@ def _undo_leet(match: re.Match[str]) -> str:
     return word.translate(_LEET)
 
 
-def normalize_text(text: str) -> str:
-    """Return the canonical matching form of ``text`` (see the module docstring)."""
-    text = _fold(text).translate(_char_table())
+def _rewrite(text: str) -> str:
     text = _SPACES.sub(" ", _EDGE_WILDCARDS.sub(" ", text)).strip()
     text = _APOSTROPHE.sub("", _POSSESSIVE.sub("", text))
     text = _CJK_GAP.sub("", text)
     text = _SPACED_LETTERS.sub(_join_spaced, text)
     return _LONG_RUN.sub(r"\1\1\1", _WORD.sub(_undo_leet, text))
+
+
+def normalize_text(text: str) -> str:
+    """Return the canonical matching form of ``text`` (see the module docstring)."""
+    text = _fold(text).translate(_char_table())
+    # Steps 3-7 only shorten the text or turn digits into letters, and one step can enable
+    # another ("0'@a": leetspeak makes the apostrophe in-word), so repeat to a fixed point.
+    for _ in range(_MAX_PASSES):
+        rewritten = _rewrite(text)
+        if rewritten == text:
+            break
+        text = rewritten
+    return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,9 @@ def test_base_is_valid() -> None:
     pytest.param("        - nudify\n", "        - nudify\n      face_count: {min: 2, max: 1}\n",
                  16, "rules[1].when.face_count.min", "min is greater than max",
                  id="empty-count-range"),
-    pytest.param("      identity: [self]\n", "      identity: [self]\n    obligations: [label_ai_contnet]\n",
-                 9, "rules[0].obligations[0]",
+    pytest.param("      identity: [self]\n",
+                 "      identity: [self]\n    obligations: [label_ai_contnet]\n", 9,
+                 "rules[0].obligations[0]",
                  "(got 'label_ai_contnet', did you mean 'label_ai_content'?)",
                  id="unknown-obligation"),
     pytest.param("id: allow.self", "id: Allow Self", 4, "rules[0].id",
@@ -144,9 +146,10 @@ def test_load_policy_names_the_path(tmp_path: Path) -> None:
     pytest.param(lambda p: (p.mkdir(), p)[1], id="a-directory"),
     pytest.param(lambda p: (p.write_bytes(b"policy: \xff\xfe\n"), p)[1], id="not-utf8"),
 ])
-def test_unreadable_files_are_policy_errors(tmp_path: Path, make: object) -> None:
-    path = make(tmp_path / "p.yaml")  # type: ignore[operator]
-    with pytest.raises(PolicyError, match="p.yaml: cannot read the file"):
+def test_unreadable_files_are_policy_errors(tmp_path: Path,
+                                            make: Callable[[Path], Path]) -> None:
+    path = make(tmp_path / "p.yaml")
+    with pytest.raises(PolicyError, match=r"p\.yaml: cannot read the file"):
         load_policy(path)
 
 

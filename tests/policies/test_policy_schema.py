@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,22 +18,27 @@ POLICIES = Path(__file__).resolve().parents[2] / "policies"
 POLICY_FILES = sorted(POLICIES.glob("*.yaml"))
 
 
+def _jsonschema() -> Any:
+    """The optional ``jsonschema`` package, or None (it is not a dependency)."""
+    try:
+        return importlib.import_module("jsonschema")
+    except ImportError:
+        return None
+
+
 def _validate(data: Any) -> None:
     """Validate with jsonschema when it is installed, else with the pydantic model."""
-    try:
-        import jsonschema
-    except ImportError:
+    jsonschema = _jsonschema()
+    if jsonschema is None:
         Policy.model_validate(data)
     else:
         jsonschema.validate(data, json.loads((POLICIES / "schema.json").read_text()))
 
 
 def _invalid() -> tuple[type[Exception], ...]:
-    try:
-        import jsonschema
-    except ImportError:
-        return (ValidationError,)
-    return (ValidationError, jsonschema.ValidationError)
+    jsonschema = _jsonschema()
+    return (ValidationError,) if jsonschema is None else (ValidationError,
+                                                            jsonschema.ValidationError)
 
 
 def test_committed_schema_is_the_generated_one() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,13 @@ policies = pytest.mark.parametrize("name", sorted(ENGINES))
 # About 300 examples per property, shared between the policies (keeps the file fast).
 examples = settings(max_examples=max(100, 300 // len(ENGINES)), deadline=None)
 
-face_st = st.builds(
-    FaceFacts, face_ref=st.just(""), identity=st.sampled_from(IDENTITIES),
-    role=st.sampled_from(ROLES), source=st.sampled_from(("image", "prompt")),
-    subject_status=st.sampled_from((None, "consenting", "protected")),
-    age_band=st.sampled_from(("minor", "adult", "unknown")),
-    grant_purpose=st.sampled_from((None, "portrait", "advertising")))
+# Every combination of face facts (1890); one sampled_from is much faster than seven.
+face_st = st.sampled_from([
+    FaceFacts(face_ref="", identity=identity, role=role, source=source,
+              subject_status=status, age_band=age, grant_purpose=purpose)
+    for identity, role, source, status, age, purpose in itertools.product(
+        IDENTITIES, ROLES, ("image", "prompt"), (None, "consenting", "protected"),
+        ("unknown", "adult", "minor"), (None, "portrait", "advertising"))])
 
 
 def _numbered(faces: list[FaceFacts]) -> tuple[FaceFacts, ...]:

@@ -125,3 +125,23 @@ def test_closed_gate_refuses(tmp_path: Path) -> None:
     gate.close()
     with pytest.raises(GateClosed):
         _swap(gate)
+
+
+def test_hung_model_times_out_into_deny(tmp_path: Path) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def hang(image: Any) -> Any:
+        release.wait(5)
+        return []
+
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake", check_timeout_s=0.2)
+    try:
+        _replace(gate, detector=FakeDetector(hang))
+        d = _swap(gate)
+        assert d.verdict == "deny"
+        assert "timeout" in d.reasons[0].message
+    finally:
+        release.set()
+        gate.close()

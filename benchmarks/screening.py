@@ -1,0 +1,149 @@
+"""Prompt-screening quality and throughput, against a naive keyword baseline.
+
+    .venv/bin/python benchmarks/screening.py [--rounds 20] [--show]
+
+Quality: precision, recall and false-positive rate of the "sexual" category on
+tests/data/prompts_benign.txt and tests/data/prompts_sexual.txt, per language.
+Throughput: prompts per second over both sets, for gate.text.screen_prompt and for a naive
+baseline - one ``re`` alternation of the same literal English and Chinese terms over the
+raw lower-cased prompt, without normalisation, context rules or negative-prompt rules. The
+baseline's own recall and false positives are printed too, so the speed ratio means
+something. Rule compilation happens once per process and is timed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from gate.text import screen_prompt
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+SEXUAL_FILES = ("sexual_en.txt", "sexual_zh.txt", "sexual_pinyin.txt")
+VIOLENT_FILES = ("violent_en.txt", "violent_zh.txt")
+HAN = re.compile(r"[\u3400-\u9fff]")
+
+
+@dataclass(frozen=True)
+class Row:
+    language: str
+    prompt: str
+    negative: str
+    sexual: bool
+
+
+def load(name: str, sexual: bool) -> list[Row]:
+    rows, language = [], "en"
+    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
+        if line.startswith("# ["):
+            language = line[3:5]
+        elif line.strip() and not line.startswith("#"):
+            prompt, _, negative = line.partition(" ||| ")
+            rows.append(Row(language, prompt, negative, sexual))
+    return rows
+
+
+def literal_terms(files: tuple[str, ...]) -> list[str]:
+    """Plain terms of the word lists: no slots, gaps, optional words or exclusions."""
+    terms = []
+    for name in files:
+        text = (resources.files("gate.text") / "data" / name).read_text(encoding="utf-8")
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line and not line.startswith(("[", "!")) and not re.search(r"[{}~?*]", line):
+                terms.append(line.lower())
+    return terms
+
+
+def naive_pattern(files: tuple[str, ...]) -> re.Pattern[str]:
+    terms = literal_terms(files)
+    latin = [re.escape(t) for t in terms if not HAN.search(t)]
+    han = [re.escape(t) for t in terms if HAN.search(t)]
+    return re.compile(r"\b(?:" + "|".join(latin) + r")\b|" + "|".join(han))
+
+
+NAIVE_SEXUAL = naive_pattern(SEXUAL_FILES)
+NAIVE_VIOLENT = naive_pattern(VIOLENT_FILES)
+
+
+def naive_screen(prompt: str) -> frozenset[str]:
+    lowered = prompt.lower()
+    found = set()
+    if NAIVE_SEXUAL.search(lowered):
+        found.add("sexual")
+    if NAIVE_VIOLENT.search(lowered):
+        found.add("violent")
+    return frozenset(found)
+
+
+def gate_screen(row: Row) -> bool:
+    return "sexual" in screen_prompt(row.prompt, row.negative).categories
+
+
+def naive_flags(row: Row) -> bool:
+    return "sexual" in naive_screen(row.prompt)
+
+
+def report_quality(label: str, rows: list[Row], flag: Callable[[Row], bool]) -> list[Row]:
+    wrong = []
+    print(f"\n{label}")
+    print(
+        f"  {'lang':<5} {'benign':>6} {'sexual':>6} {'FP':>4} {'FN':>4}"
+        f" {'precision':>9} {'recall':>7} {'FPR':>6}"
+    )
+    for language in ("en", "zh", "all"):
+        subset = [r for r in rows if language in ("all", r.language)]
+        flagged = {id(r): flag(r) for r in subset}
+        tp = sum(r.sexual and flagged[id(r)] for r in subset)
+        fp = sum(not r.sexual and flagged[id(r)] for r in subset)
+        positives = sum(r.sexual for r in subset)
+        negatives = len(subset) - positives
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        print(
+            f"  {language:<5} {negatives:>6} {positives:>6} {fp:>4} {positives - tp:>4}"
+            f" {precision:>9.1%} {tp / positives:>7.1%} {fp / negatives:>6.1%}"
+        )
+        if language == "all":
+            wrong = [r for r in subset if flagged[id(r)] != r.sexual]
+    return wrong
+
+
+def throughput(rows: list[Row], rounds: int, work: Callable[[Row], object]) -> float:
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for row in rows:
+            work(row)
+    return rounds * len(rows) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20, help="passes over both sets")
+    parser.add_argument("--show", action="store_true", help="list misclassified prompts")
+    args = parser.parse_args()
+    rows = load("prompts_benign.txt", False) + load("prompts_sexual.txt", True)
+
+    start = time.perf_counter()
+    screen_prompt("warm-up", "warm-up")
+    print(f"rule compilation (once per process): {time.perf_counter() - start:.3f} s")
+    wrong = report_quality("gate.text.screen_prompt (prompt + negative prompt)", rows, gate_screen)
+    report_quality("naive baseline (raw lower-case prompt, literal terms)", rows, naive_flags)
+
+    ours = throughput(rows, args.rounds, lambda r: screen_prompt(r.prompt, r.negative))
+    naive = throughput(rows, args.rounds, lambda r: naive_screen(r.prompt))
+    print(f"\nthroughput over {len(rows)} prompts x {args.rounds} rounds")
+    print(f"  gate.text.screen_prompt : {ours:>9,.0f} prompts/s")
+    print(f"  naive baseline          : {naive:>9,.0f} prompts/s  ({naive / ours:.1f}x faster)")
+    if args.show:
+        print("\nmisclassified by gate.text (expected -> got):")
+        for row in wrong:
+            print(f"  [{row.language}] {row.sexual} -> {not row.sexual}: {row.prompt!r}")
+
+
+if __name__ == "__main__":
+    main()
