@@ -9,6 +9,7 @@ caller must fix (bad image, bad request). No code path turns an exception into `
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
@@ -310,6 +311,32 @@ class FaceGate:
             raise NotFound("no such subject")
         self._audit_event("erase", subject_ids=[subject_id])
         return True
+
+    def rotate_template_key(self) -> int:
+        """Re-encrypt every template under a new key; returns the number re-encrypted.
+
+        Crash-safe order: the new key is added to the keyring file first (old keys kept),
+        then all rows are re-encrypted in one transaction, then old keys are dropped.
+        """
+        from gate.identity.templates import TemplateCipher, add_active_key, drop_inactive_keys
+
+        key_file = self.settings.resolved_key_file()
+        with self._lock:
+            new_cipher = TemplateCipher(add_active_key(key_file))
+            old_cipher = self.parts.cipher
+
+            def reseal(subject_id: str, pack: str, blob: bytes) -> bytes | None:
+                if not new_cipher.needs_rotation(blob):
+                    return None
+                vec = old_cipher.decrypt(blob, subject_id=subject_id, pack_id=pack)
+                return new_cipher.encrypt(vec, subject_id=subject_id, pack_id=pack)
+
+            count = self.parts.store.rewrite_templates(reseal)
+            drop_inactive_keys(key_file)
+            self.parts = dataclasses.replace(self.parts, cipher=TemplateCipher(
+                [*_active(key_file)]))
+        self._audit_event("rotate_template_key", subject_ids=[], detail=new_cipher.key_id)
+        return count
 
     def verify_audit(self) -> AuditVerification:
         return self.parts.audit.verify()
@@ -628,3 +655,9 @@ def _dedupe_frames(faces: list[_Face]) -> list[_Face]:
         kept.append(face)
     return kept
 
+
+
+def _active(key_file: Path) -> list[bytes]:
+    from gate.identity.templates import load_keyring
+
+    return load_keyring(key_file)

@@ -6,7 +6,6 @@ lazily, so ``import gate`` stays fast.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,7 +74,7 @@ def build_gate(settings: Settings) -> FaceGate:
     from gate.db import make_engine
     from gate.engine import FaceGate, Parts
     from gate.identity.index import ExactIndex
-    from gate.identity.templates import TemplateCipher, load_or_create_key
+    from gate.identity.templates import TemplateCipher, load_keyring, load_or_create_key
     from gate.policy.evaluate import RulePolicyEngine
     from gate.policy.load import load_policy
 
@@ -89,12 +88,12 @@ def build_gate(settings: Settings) -> FaceGate:
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url())
-    key = load_or_create_key(settings.resolved_key_file())
+    keys = load_keyring(settings.resolved_key_file())
+    audit_key = load_or_create_key(settings.resolved_key_file().with_name("audit.key"))
     parts = Parts(
         detector=detector, embedder=embedder, index=ExactIndex(embedder.dim),
         store=SqlConsentStore(engine), policy=policy, audit=SqlAuditSink(engine),
-        cipher=TemplateCipher(key),
-        audit_key=hashlib.sha256(b"consent-gate-audit" + key).digest(),
+        cipher=TemplateCipher(keys), audit_key=audit_key,
     )
     return FaceGate(parts, settings)
 

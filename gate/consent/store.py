@@ -8,7 +8,7 @@ caches and replicas read to learn that consent changed. A write has reached the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +42,7 @@ class ConsentStore(Protocol):
     def delete_subject(self, subject_id: str) -> bool: ...
     def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]: ...
     def template_packs(self) -> set[str]: ...
+    def rewrite_templates(self, transform: Callable[[str, str, bytes], bytes | None]) -> int: ...
     def add_grant(self, grant: Grant) -> None: ...
     def get_grant(self, grant_id: str) -> Grant | None: ...
     def list_grants(self, subject_id: str | None = None) -> list[Grant]: ...
@@ -174,6 +175,22 @@ class SqlConsentStore:
     def template_packs(self) -> set[str]:
         with self._read() as conn:
             return {r[0] for r in conn.execute(select(db.templates.c.model_pack).distinct())}
+
+    def rewrite_templates(self, transform: Callable[[str, str, bytes], bytes | None]) -> int:
+        """Replace each template by ``transform(subject_id, pack, blob)`` (None: keep), in
+        one transaction. Used for key rotation."""
+        t = db.templates.c
+        changed = 0
+        with self._tx() as conn:
+            rows = conn.execute(select(t.template_id, t.subject_id, t.model_pack, t.ciphertext)
+                                .order_by(t.template_id)).all()
+            for row in rows:
+                new = transform(row.subject_id, row.model_pack, bytes(row.ciphertext))
+                if new is not None:
+                    conn.execute(update(db.templates).where(t.template_id == row.template_id)
+                                 .values(ciphertext=new, key_id=new[:16].decode("ascii")))
+                    changed += 1
+        return changed
 
     # -- grants -----------------------------------------------------------------------
     def add_grant(self, grant: Grant) -> None:
@@ -330,6 +347,16 @@ class MemoryConsentStore:
 
     def template_packs(self) -> set[str]:
         return {p for _, p, _ in self._templates}
+
+    def rewrite_templates(self, transform: Callable[[str, str, bytes], bytes | None]) -> int:
+        with self._lock:
+            out, changed = [], 0
+            for s, p, c in self._templates:
+                new = transform(s, p, c)
+                changed += new is not None
+                out.append((s, p, c if new is None else new))
+            self._templates = out
+            return changed
 
     def add_grant(self, grant: Grant) -> None:
         with self._lock:

@@ -176,12 +176,15 @@ def _paste(canvas: np.ndarray, tile: np.ndarray, x: int, y: int,
 
 
 def _texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A face-free synthetic background: smooth colour blobs plus fine grain."""
-    coarse = rng.integers(40, 216, (9, 16, 3)).astype(np.uint8)
-    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    smooth = cv2.GaussianBlur(smooth, (0, 0), 12)
-    grain = rng.normal(0.0, 6.0, (height, width, 3))
-    return np.clip(smooth.astype(np.float64) + grain, 0, 255).astype(np.uint8)
+    """A face-free synthetic background: smooth colour blobs and a fainter finer layer
+    (made small and upscaled, so it is cheap to make and to compress)."""
+    coarse = cv2.resize(rng.integers(40, 216, (9, 16, 3)).astype(np.uint8), (160, 90),
+                        interpolation=cv2.INTER_CUBIC)
+    fine = cv2.resize(rng.integers(-24, 25, (45, 80, 3)).astype(np.int16), (160, 90),
+                      interpolation=cv2.INTER_NEAREST)
+    small = np.clip(coarse.astype(np.int16) + fine, 0, 255).astype(np.uint8)
+    small = cv2.GaussianBlur(small, (0, 0), 0.8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 # -- the transforms -------------------------------------------------------------------------
@@ -305,7 +308,7 @@ def tight_crop(data: bytes, ctx: TransformContext) -> bytes:
 
 def in_scene(data: bytes, ctx: TransformContext) -> bytes:
     """The photo pasted (feathered edges) at a seeded position and scale (face box
-    64-160 px) into a 1280x720 face-free textured scene."""
+    64-160 px) into a 1280x720 face-free synthetic scene (colour blobs and patches)."""
     image = decode_bgr(data)
     rng = _rng(ctx, 720)
     cw, ch = SCENE_CANVAS

@@ -45,6 +45,7 @@ _LATIN_TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9\s\-'\"&+~#=^`@$%*_]+")
 _WILD_TOKEN = re.compile(r"(?<![a-z0-9*_])[a-z0-9*_]*[*_][a-z0-9*_]*(?![a-z0-9*_])")
 _RUN = re.compile(r"(.)\1*")
 _REPEAT = re.compile(r"(.)\1+")
+_TRIPLE = re.compile(r"([a-z])\1{2,}")
 _LATIN_PART = re.compile(r"(\{\w+\}|[^\s?*]+)([?*]?)")
 _CJK_PART = re.compile(r"\{(\w+)\}|~(\d+)|([^{~]+)")
 
@@ -70,7 +71,7 @@ def screen_prompt(prompt: str, negative_prompt: str = "") -> TextScreen:
 
 
 @functools.cache
-def read_sections(name: str) -> dict[str, tuple[str, ...]]:
+def _read_sections(name: str) -> dict[str, tuple[str, ...]]:
     """A data file as ``{section: lines}``; lines before any ``[section]`` go under ``""``."""
     raw = (resources.files("gate.text") / "data" / name).read_text(encoding="utf-8")
     sections: dict[str, list[str]] = {}
@@ -86,8 +87,8 @@ def read_sections(name: str) -> dict[str, tuple[str, ...]]:
 
 @functools.cache
 def _slots(script: str) -> dict[str, tuple[str, ...]]:
-    slots = dict(read_sections(f"slots_{script}.txt"))
-    slots["clothing"] = read_sections(f"clothing_{script}.txt")[""]
+    slots = dict(_read_sections(f"slots_{script}.txt"))
+    slots["clothing"] = _read_sections(f"clothing_{script}.txt")[""]
     return slots
 
 
@@ -96,12 +97,18 @@ def _slots(script: str) -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True, slots=True)
 class _View:
-    """Normalised text plus its Latin tokens; ``line`` is `` tok tok | tok `` ("|" = break)."""
+    """Normalised text plus its Latin tokens.
+
+    ``line`` is `` tok tok | tok `` ("|" = punctuation) with every run of three or more
+    equal letters cut to one (``nuuude`` -> ``nude``); phrase patterns run on it, and
+    ``starts`` are the token offsets in it.
+    """
 
     text: str
     line: str
     tokens: tuple[str, ...]
     starts: tuple[int, ...]
+    ends: tuple[int, ...]
 
 
 def _view(text: str) -> _View:
@@ -112,8 +119,10 @@ def _view(text: str) -> _View:
             piece = _BREAK
         if piece != _BREAK or (tokens and tokens[-1] != _BREAK):
             tokens.append(piece)
-    starts = list(itertools.accumulate((len(t) + 1 for t in tokens[:-1]), initial=1))
-    return _View(text, " " + " ".join(tokens) + " ", tuple(tokens), tuple(starts))
+    short = [_TRIPLE.sub(r"\1", t) for t in tokens]
+    starts = tuple(itertools.accumulate((len(t) + 1 for t in short[:-1]), initial=1))
+    ends = tuple(start + len(t) for start, t in zip(starts, short, strict=True))
+    return _View(text, " " + " ".join(short) + " ", tuple(tokens), starts, ends)
 
 
 def _squeeze(word: str) -> str:
@@ -171,15 +180,12 @@ def _run_fits(have: int, need: int, last: bool) -> bool:
 
 
 def _run_regex(token: str) -> str:
-    """Regex for one term word with :func:`_run_fits` semantics (``l`` may also be ``i``)."""
-    runs = [run.group() for run in _RUN.finditer(token)]
+    """Regex for one term word on a ``_View.line`` (where ``nuuude`` reads ``nude``): a
+    double letter may also appear single (``seeee`` reads ``se``), ``l`` may be ``i``."""
     parts = []
-    for index, run in enumerate(runs):
-        letter = "[li]" if run[0] == "l" else re.escape(run[0])
-        if index == len(runs) - 1 or len(run) > 1:
-            parts.append(f"{letter}{{{len(run)},}}")
-        else:
-            parts.append(f"{letter}(?:{letter}{{2,}})?")
+    for run in _RUN.finditer(token):
+        letter = "[li]" if run.group()[0] == "l" else re.escape(run.group()[0])
+        parts.append(letter if len(run.group()) == 1 else letter + letter + "?")
     return "".join(parts)
 
 
@@ -309,18 +315,21 @@ class _Rules:
 
     def _word_hits(self, view: _View) -> Iterator[tuple[str, _Span]]:
         tokens = view.tokens
+        squeezed = [_squeeze(token) for token in tokens]
         for first in range(len(tokens)):
-            joined = ""
+            joined = key = ""
             for last in range(first, min(first + _MAX_JOIN, len(tokens))):
                 if tokens[last] == _BREAK:
                     break
                 joined += tokens[last]
-                span = (view.starts[first], view.starts[last] + len(tokens[last]))
-                for word in self._lookup(joined, joined_parts=last - first + 1):
+                piece = squeezed[last]
+                key += piece[1:] if key and key[-1] == piece[0] else piece
+                span = (view.starts[first], view.ends[last])
+                for word in self._lookup(joined, key, joined_parts=last - first + 1):
                     yield word.rule_id, span
 
-    def _lookup(self, candidate: str, joined_parts: int) -> Iterator[_Word]:
-        entries = self.words.get(_squeeze(candidate))
+    def _lookup(self, candidate: str, key: str, joined_parts: int) -> Iterator[_Word]:
+        entries = self.words.get(key)
         if not entries:
             return
         counts = _counts(candidate)
@@ -357,7 +366,7 @@ def _build(files: Sequence[tuple[str, str, int]]) -> _Rules:
     wild: dict[int, set[tuple[str, str]]] = {}
     for name, prefix, min_join in files:
         cjk = name.endswith("_zh.txt")
-        for section, section_lines in read_sections(name).items():
+        for section, section_lines in _read_sections(name).items():
             rule_id = f"{prefix}.{section}"
             lines.setdefault(rule_id, []).extend((cjk, line) for line in section_lines)
             for line in () if cjk else section_lines:

@@ -338,3 +338,27 @@ def test_reopening_keeps_everything(tmp_path: Path) -> None:
         assert gate.verify_audit().ok
     finally:
         gate.close()
+
+
+def test_template_key_rotation_reencrypts_everything(tmp_path: Path) -> None:
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    ada = gate.enroll([ADA, BOB], display_name="Ada", status="protected")
+    old_key = (tmp_path / "keys" / "template.key").read_text()
+    db = sqlite3.connect(tmp_path / "gate.db")
+    before = {r[0] for r in db.execute("SELECT ciphertext FROM templates")}
+    assert gate.rotate_template_key() == 2
+    after = {r[0] for r in db.execute("SELECT ciphertext FROM templates")}
+    key_ids = {r[0] for r in db.execute("SELECT key_id FROM templates")}
+    db.close()
+    assert not before & after
+    assert key_ids == {gate.parts.cipher.key_id}
+    assert (tmp_path / "keys" / "template.key").read_text() != old_key
+    assert len((tmp_path / "keys" / "template.key").read_text().split("\n")) == 2  # one key
+    assert gate.check(req("face_swap", ADA)).faces[0].subject_id == ada.subject_id
+    gate.close()
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")  # reopens with new key
+    try:
+        assert gate.check(req("face_swap", BOB)).verdict == "deny"
+        assert gate.verify_audit().ok
+    finally:
+        gate.close()
