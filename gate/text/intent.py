@@ -120,8 +120,8 @@ def _view(text: str) -> _View:
         if piece != _BREAK or (tokens and tokens[-1] != _BREAK):
             tokens.append(piece)
     short = [_TRIPLE.sub(r"\1", t) for t in tokens]
-    starts = tuple(itertools.accumulate((len(t) + 1 for t in short[:-1]), initial=1))
-    ends = tuple(start + len(t) for start, t in zip(starts, short, strict=True))
+    ends = tuple(itertools.accumulate(len(t) + 1 for t in short))  # each token + 1 space
+    starts = tuple(end - len(t) for end, t in zip(ends, short, strict=True))
     return _View(text, " " + " ".join(short) + " ", tuple(tokens), starts, ends)
 
 
