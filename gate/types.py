@@ -211,6 +211,8 @@ class Grant(_Frozen):
     uses: int = 0
     revoked_at: datetime | None = None
     created_at: datetime
+    #: Compact JWS (EdDSA) of this grant's scope, verifiable offline with the gate's JWKS.
+    token: str | None = None
 
     def is_active(self, now: datetime) -> bool:
         if self.revoked_at is not None:

@@ -13,6 +13,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -28,6 +29,7 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        disable_created_metrics()  # process-wide: no ``*_created`` series (noise)
         self.registry = CollectorRegistry()
         r = self.registry
         self.decisions = Counter("gate_decisions_total", "Decisions by endpoint and verdict.",
