@@ -136,10 +136,17 @@ class Rule(_Strict):
         return self
 
 
+#: Rule id prefixes of the engine's own rules (``core.*``, ``default.no_matching_rule``).
+RESERVED_ID_PREFIXES: tuple[str, ...] = ("core.", "default.")
+_RESERVED_ID_SCHEMA: JsonDict = {"properties": {"rules": {"items": {"properties": {"id": {
+    "not": {"pattern": r"^(core|default)\."}}}}}}}
+
+
 class Policy(_Strict):
     model_config = ConfigDict(json_schema_extra={
         "description": "A consent-gate policy. Rule ids must be unique (checked by the "
-                       "loader, not expressible in JSON Schema)."})
+                       "loader, not expressible in JSON Schema).",
+        "allOf": [_RESERVED_ID_SCHEMA]})
 
     policy: str = Field(min_length=1, max_length=80)
     version: str = Field(min_length=1, max_length=80)
@@ -150,9 +157,13 @@ class Policy(_Strict):
     rules: list[Rule] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> Policy:
+    def _ids(self) -> Policy:
         seen: set[str] = set()
         for i, rule in enumerate(self.rules):
+            if rule.id.startswith(RESERVED_ID_PREFIXES):
+                prefix = rule.id.split(".")[0] + "."
+                raise located_error(f"rule ids starting with {prefix!r} are reserved for the "
+                                    "engine's own rules", "rules", i, "id")
             if rule.id in seen:
                 raise located_error(f"duplicate rule id {rule.id!r}", "rules", i, "id")
             seen.add(rule.id)

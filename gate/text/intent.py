@@ -390,9 +390,8 @@ def _add_word(
     if word is None:
         return
     for variant in _l_variants(word):
-        entry = _Word(rule_id, _counts(variant), min_join, len(word))
-        words.setdefault(_squeeze(variant), []).append(entry)
         key = _squeeze(variant)
+        words.setdefault(key, []).append(_Word(rule_id, _counts(variant), min_join, len(word)))
         wild.setdefault(len(key), set()).add((key, rule_id))
 
 

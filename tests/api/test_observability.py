@@ -25,7 +25,8 @@ def test_metrics_count_verdicts_and_rules_but_no_identities(client: Any, keys: K
     assert 'gate_decisions_total{endpoint="check",verdict="deny"} 2.0' in text
     assert 'gate_decision_rules_total{rule_id="core.protected_subject",verdict="deny"} 2.0' \
         in text
-    assert 'gate_stage_latency_seconds_count{stage="detect"} 2.0' in text
+    assert 'gate_stage_latency_seconds_count{stage="total"} 2.0' in text
+    assert 'gate_stage_latency_seconds_count{stage="detect"}' in text
     assert 'gate_ready_check{check="database"} 1.0' in text
     assert "gate_models_loaded 1.0" in text
     assert 'route="/v1/check"' in text

@@ -84,6 +84,8 @@ def test_base_is_valid() -> None:
                  "rules[0].obligations[0]",
                  "(got 'label_ai_contnet', did you mean 'label_ai_content'?)",
                  id="unknown-obligation"),
+    pytest.param("id: allow.self", "id: core.self", 4, "rules[0].id",
+                 "rule ids starting with 'core.' are reserved", id="reserved-rule-id"),
     pytest.param("id: allow.self", "id: Allow Self", 4, "rules[0].id",
                  "String should match pattern", id="bad-rule-id"),
 ])

@@ -91,6 +91,8 @@ def test_schema_rejects_what_the_model_rejects() -> None:
         {"id": "a.b", "effect": "alow", "message": "m"},
         {"id": "a.b", "effect": "deny", "message": "m", "when": {"operation": []}},
         {"id": "a.b", "effect": "deny", "message": "m", "when": {"identiy": ["self"]}},
+        {"id": "core.b", "effect": "deny", "message": "m"},
+        {"id": "default.no_matching_rule", "effect": "deny", "message": "m"},
     ]
     for rule in bad_rules:
         with pytest.raises(_invalid()):
