@@ -85,7 +85,7 @@ class DatasetPlan:
     enrolment: dict[str, list[Path]]  # identity -> reserved enrolment photos (ordered)
     probes: list[Probe]
     near_duplicates_dropped: int
-    geometry: dict[Path, FaceGeometry | None] = field(default_factory=dict)
+    finder: FaceFinder
 
     def identities(self, role: Role) -> list[str]:
         return sorted(i for i, r in self.roles.items() if r == role)
@@ -129,37 +129,62 @@ def _seed_of(*parts: object) -> int:
     return zlib.crc32("/".join(str(p) for p in parts).encode())
 
 
-def plan_dataset(set_root: Path, detector: Any, *, seed: int, min_face_px: int,
+class FaceFinder:
+    """The gate's detector on the clean photos, run lazily and remembered."""
+
+    def __init__(self, detector: Any, min_face_px: int) -> None:
+        self.detector = detector
+        self.min_face_px = min_face_px
+        self._detections: dict[Path, list[Any]] = {}
+        self._geometry: dict[Path, FaceGeometry | None] = {}
+
+    def _detect(self, path: Path) -> tuple[np.ndarray, list[Any]]:
+        image = decode_bgr(path.read_bytes())
+        if path not in self._detections:
+            self._detections[path] = list(self.detector.detect(image))
+        return image, self._detections[path]
+
+    def usable_faces(self, path: Path) -> int:
+        """Faces at least ``min_face_px`` (an enrolment photo must show exactly one)."""
+        return sum(d.size_px >= self.min_face_px for d in self._detect(path)[1])
+
+    def geometry(self, path: Path) -> FaceGeometry | None:
+        """Largest face, with a padded retry for tight crops (see ``locate_face``)."""
+        if path not in self._geometry:
+            image, dets = self._detect(path)
+            self._geometry[path] = locate_face(self.detector, image, detections=dets)
+        return self._geometry[path]
+
+
+def plan_dataset(set_root: Path, finder: FaceFinder, *, seed: int,
                  max_probes_per_identity: int | None = None) -> DatasetPlan:
     """Split one dataset into roles, enrolment photos and probes (see module docstring)."""
     by_identity: dict[str, list[Photo]] = {}
     for photo in list_photos([set_root]):
         by_identity.setdefault(photo.identity, []).append(photo)
-    geometry: dict[Path, FaceGeometry | None] = {}
-    faces_found: dict[Path, int] = {}
     kept: dict[str, list[Path]] = {}
     dropped = 0
     for identity, photos in sorted(by_identity.items()):
         hashes: list[np.ndarray] = []
         for photo in photos:
-            image = decode_bgr(photo.path.read_bytes())
-            h = average_hash(image)
+            h = average_hash(decode_bgr(photo.path.read_bytes()))
             if any(int(np.count_nonzero(h != o)) <= NEAR_DUPLICATE_BITS for o in hashes):
                 dropped += 1
                 continue
             hashes.append(h)
             kept.setdefault(identity, []).append(photo.path)
-            dets = detector.detect(image)
-            faces_found[photo.path] = sum(d.size_px >= min_face_px for d in dets)
-            geometry[photo.path] = locate_face(detector, image, detections=dets)
 
     rng = np.random.default_rng(seed)
     enrolment: dict[str, list[Path]] = {}
     eligible: list[str] = []
     for identity, paths in kept.items():
         order = [paths[i] for i in rng.permutation(len(paths))]
-        enrolable = [p for p in order if faces_found[p] == 1]
-        enrolment[identity] = enrolable[:RESERVED_FOR_ENROLMENT]
+        enrolment[identity] = []
+        for path in order:
+            if len(enrolment[identity]) == RESERVED_FOR_ENROLMENT:
+                break
+            if finder.usable_faces(path) == 1:
+                enrolment[identity].append(path)
         if len(enrolment[identity]) == RESERVED_FOR_ENROLMENT and \
                 len(paths) > RESERVED_FOR_ENROLMENT:
             eligible.append(identity)
@@ -185,7 +210,7 @@ def plan_dataset(set_root: Path, detector: Any, *, seed: int, min_face_px: int,
                    for p in sorted(order)]
     return DatasetPlan(name=set_root.name, roles=roles,
                        enrolment={i: enrolment[i] for i, r in roles.items() if r != "stranger"},
-                       probes=probes, near_duplicates_dropped=dropped, geometry=geometry)
+                       probes=probes, near_duplicates_dropped=dropped, finder=finder)
 
 
 # -- counting --------------------------------------------------------------------------------
@@ -512,8 +537,8 @@ def run_efficacy(gate_factory: GateFactory, roots: Sequence[Path], *,
             gates = {c: gate_factory(Path(tmp) / f"enrol{c}") for c in counts}
             try:
                 first = gates[counts[0]]
-                plan = plan_dataset(set_root, first.parts.detector, seed=seed,
-                                    min_face_px=first.settings.min_face_px,
+                finder = FaceFinder(first.parts.detector, first.settings.min_face_px)
+                plan = plan_dataset(set_root, finder, seed=seed,
                                     max_probes_per_identity=max_probes_per_identity)
                 summaries.append(plan.summary())
                 say(f"{plan.name}: {len(plan.probes)} probes, "
@@ -565,7 +590,7 @@ def _run_dataset(plan: DatasetPlan, gates: dict[int, FaceGate],
         for probe in plan.probes:
             ctx = TransformContext(
                 seed=_seed_of(seed, probe.ref),
-                face=plan.geometry.get(probe.path) if name in NEEDS_GEOMETRY else None,
+                face=plan.finder.geometry(probe.path) if name in NEEDS_GEOMETRY else None,
                 others=others(probe.identity) if name in NEEDS_OTHERS else (),
             )
             data = fn(photo_bytes[probe.path], ctx)

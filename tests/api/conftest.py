@@ -72,3 +72,6 @@ def make_client(gate: Any, **api: Any) -> TestClient:
 def client(fake_gate: Any, keys: Keys) -> Iterator[TestClient]:
     with make_client(fake_gate) as c:
         yield c
+
+
+from tests.e2e.postgres import pg_url, pg_url_factory  # noqa: E402, F401  (fixtures)

@@ -278,6 +278,7 @@ def test_obfuscations_are_caught(prompt: str) -> None:
         "bottomless pit",
         "topless bus tour",
         "a loose dress",
+        "barre class at the studio",
         "take off his glasses",
         "remove the background",
         "remove the stain from my dress",
@@ -382,6 +383,11 @@ def test_rule_hits_never_carry_prompt_text() -> None:
         assert RULE_ID.match(rule), rule
         assert "secret" not in rule and "lovelace" not in rule
     assert result.categories == {"sexual", "violent"}
+
+
+def test_lone_surrogates_are_dropped() -> None:
+    assert normalize_text("nu\ud800de \udfff") == "nude"
+    assert "sexual.en.nudity" in hits("nu\ud800de")
 
 
 def test_empty_prompt() -> None:
