@@ -183,8 +183,9 @@ def _texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     fine = cv2.resize(rng.integers(-24, 25, (45, 80, 3)).astype(np.int16), (160, 90),
                       interpolation=cv2.INTER_NEAREST)
     small = np.clip(coarse.astype(np.int16) + fine, 0, 255).astype(np.uint8)
-    small = cv2.GaussianBlur(small, (0, 0), 0.8)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    out: np.ndarray = cv2.resize(cv2.GaussianBlur(small, (0, 0), 0.8), (width, height),
+                                 interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 # -- the transforms -------------------------------------------------------------------------
