@@ -41,7 +41,7 @@ def print_report(report: EfficacyReport) -> None:
 def eval_command(
     dir: Annotated[Path, typer.Argument(
         help="A folder of <identity>/<photo> folders, or a folder of such sets.",
-        exists=True, file_okay=False, dir_okay=True, resolve_path=True)],
+        metavar="DIR", exists=True, file_okay=False, dir_okay=True, resolve_path=True)],
     enrol: Annotated[int, typer.Option(
         min=1, max=3, help="Enrolment photos per person (1..3).")] = 1,
     transforms: Annotated[str, typer.Option(

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
 from starlette.exceptions import StarletteDeprecationWarning
 
 from gate.api.app import create_app

@@ -1,0 +1,207 @@
+"""Active liveness for self-enrolment and consent: "turn your head left, then right".
+
+From a short burst of frames: the head pose (yaw) of each frame is estimated from the 5
+detector landmarks (the nose's offset from the eye midpoint, along the eye axis, relative
+to the eye distance); the burst must pass through the challenged poses in order; frames
+must differ (a replayed frame or a single still photo fails); and every frame must show
+the same person (embedding similarity to the frontal frames).
+
+This is a speed bump, not anti-spoofing: a video replay of the person turning their head,
+a set of photos of them in those poses, or a mask defeats it (see docs/consent.md).
+
+Sign convention: ``yaw_ratio > 0`` when the nose sits towards the image's right. In an
+unmirrored camera frame that is the person turning to *their own left*, so the pose is
+``left``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from gate.errors import EnrollmentError, InvalidImage
+from gate.imaging import DecodeLimits, decode_image
+from gate.vision.align import align_face
+
+if TYPE_CHECKING:
+    from gate.engine import FaceGate
+
+Pose = Literal["front", "left", "right", "between"]
+CHALLENGES: tuple[tuple[Pose, ...], ...] = (("front", "left", "right"),
+                                            ("front", "right", "left"))
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessConfig:
+    """Thresholds of the liveness check (``yaw`` ratios are unitless, see module doc)."""
+
+    front_max: float = 0.08  # |yaw ratio| at most this: facing the camera
+    turn_min: float = 0.16  # |yaw ratio| at least this: head turned
+    min_frames: int = 3
+    max_frames: int = 12
+    #: Cosine similarity every frame must reach against the frontal reference. Turned
+    #: faces match less well than frontal ones, hence lower than the gate's threshold.
+    same_person_min: float = 0.30
+    #: Mean absolute difference (0..255) of 32x32 grey thumbnails below which two frames
+    #: count as the same picture.
+    min_change: float = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class FaceSample:
+    """One face in one picture: landmarks and template. Never leaves the process."""
+
+    bbox_px: tuple[float, float, float, float]  # in the original image's pixels
+    landmarks: np.ndarray  # 5x2, frame pixels
+    vector: np.ndarray  # L2-normalised template
+    size_px: float  # shorter side of the box in original pixels
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFace:
+    """What liveness needs from one frame of a burst."""
+
+    faces: int  # faces found in the frame
+    sample: FaceSample | None  # the face, when exactly one was found
+    digest: str  # sha256 of the decoded pixels (not the file bytes)
+    thumb: np.ndarray  # 32x32 grey thumbnail of the whole frame, float32
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessResult:
+    passed: bool
+    reasons: tuple[str, ...]
+    poses: tuple[Pose, ...]
+    #: Mean template of the frontal frames (L2-normalised); None when it failed early.
+    reference: np.ndarray | None = field(default=None, repr=False)
+    #: Templates of the frontal frames (what self-enrolment stores, encrypted).
+    frontal_vectors: tuple[np.ndarray, ...] = field(default=(), repr=False)
+
+
+def yaw_ratio(landmarks: np.ndarray) -> float:
+    """Nose offset from the eye midpoint, along the eye axis, over the eye distance."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    eye_a, eye_b, nose = pts[0], pts[1], pts[2]
+    axis = eye_b - eye_a
+    dist = float(np.linalg.norm(axis))
+    if dist < 1e-6:
+        return 0.0
+    return float(np.dot(nose - (eye_a + eye_b) / 2, axis / dist) / dist)
+
+
+def pose_of(ratio: float, config: LivenessConfig) -> Pose:
+    if abs(ratio) <= config.front_max:
+        return "front"
+    if ratio >= config.turn_min:
+        return "left"
+    if ratio <= -config.turn_min:
+        return "right"
+    return "between"
+
+
+def new_challenge() -> tuple[Pose, ...]:
+    return CHALLENGES[secrets.randbelow(len(CHALLENGES))]
+
+
+def _follows(poses: Sequence[Pose], challenge: Sequence[Pose]) -> bool:
+    """True when ``challenge`` appears in ``poses`` in order (other poses may interleave)."""
+    it = iter(poses)
+    return all(any(p == wanted for p in it) for wanted in challenge)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def verify_burst(frames: Sequence[FrameFace], challenge: Sequence[Pose],
+                 config: LivenessConfig | None = None) -> LivenessResult:
+    """Judge a burst against a challenge. Pure: no I/O, no state."""
+    cfg = config or LivenessConfig()
+    if not cfg.min_frames <= len(frames) <= cfg.max_frames:
+        return LivenessResult(False, (f"send {cfg.min_frames}-{cfg.max_frames} frames",), ())
+    if any(f.faces != 1 or f.sample is None for f in frames):
+        return LivenessResult(False, ("every frame must show exactly one face",), ())
+    if len({f.digest for f in frames}) != len(frames):
+        return LivenessResult(False, ("a frame was repeated (replay)",), ())
+    distinct = [frames[0]]
+    for f in frames[1:]:
+        if float(np.mean(np.abs(f.thumb - distinct[-1].thumb))) >= cfg.min_change:
+            distinct.append(f)
+    samples = [f.sample for f in distinct if f.sample is not None]
+    poses = tuple(pose_of(yaw_ratio(s.landmarks), cfg) for s in samples)
+    reasons: list[str] = []
+    if len(distinct) < cfg.min_frames:
+        reasons.append("the frames are (nearly) the same picture: a still image")
+    if not _follows(poses, challenge):
+        reasons.append("the head did not turn as asked")
+    frontal = [s.vector for s, p in zip(samples, poses, strict=True) if p == "front"]
+    if not frontal:
+        return LivenessResult(False, (*reasons, "no frame faces the camera"), poses)
+    reference = _unit(np.mean(np.stack(frontal), axis=0))
+    sims = [float(np.dot(_unit(s.vector), reference)) for s in samples]
+    if min(sims) < cfg.same_person_min:
+        reasons.append("the frames do not all show the same person")
+    return LivenessResult(not reasons, tuple(reasons), poses, reference,
+                          tuple(np.asarray(v, dtype=np.float32) for v in frontal))
+
+
+# -- analysis of pictures with the gate's own detector and embedder ---------------------
+def _limits(gate: FaceGate) -> DecodeLimits:
+    s = gate.settings
+    return DecodeLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels,
+                        max_side_px=s.max_side_px, max_frames=1,
+                        max_total_pixels=s.max_total_pixels, target_side_px=s.decode_side_px)
+
+
+def _thumb(pixels: np.ndarray) -> np.ndarray:
+    import cv2
+
+    grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.float32)
+
+
+def analyse_picture(gate: FaceGate, data: bytes, *, what: str = "picture"
+                    ) -> tuple[list[FaceSample], str, np.ndarray]:
+    """Faces (landmarks, template), pixel digest and thumbnail of one still picture."""
+    try:
+        decoded = decode_image(data, _limits(gate))
+    except InvalidImage as exc:
+        raise type(exc)(f"{what}: {exc.message}") from exc
+    frame = decoded.frames[0]
+    dets = gate.parts.detector.detect(frame.pixels)
+    crops = [align_face(frame.pixels, d.landmarks_array())[0] for d in dets]
+    vectors = gate.parts.embedder.embed(crops) if crops else np.zeros((0, 1), np.float32)
+    samples = [FaceSample(
+        bbox_px=tuple(float(v) / frame.scale for v in d.bbox),  # type: ignore[arg-type]
+        landmarks=d.landmarks_array(), vector=np.asarray(vec, dtype=np.float32),
+        size_px=d.size_px / frame.scale) for d, vec in zip(dets, vectors, strict=True)]
+    digest = hashlib.sha256(np.ascontiguousarray(frame.pixels).tobytes()).hexdigest()
+    return samples, digest, _thumb(frame.pixels)
+
+
+def analyse_burst(gate: FaceGate, frames: Sequence[bytes],
+                  config: LivenessConfig | None = None) -> list[FrameFace]:
+    cfg = config or LivenessConfig()
+    if not cfg.min_frames <= len(frames) <= cfg.max_frames:
+        raise EnrollmentError(f"send {cfg.min_frames}-{cfg.max_frames} frames")
+    out = []
+    for i, data in enumerate(frames):
+        samples, digest, thumb = analyse_picture(gate, data, what=f"frame {i}")
+        sample = samples[0] if len(samples) == 1 else None
+        if sample is not None and sample.size_px < gate.settings.min_face_px:
+            sample = None
+        out.append(FrameFace(faces=len(samples), sample=sample, digest=digest, thumb=thumb))
+    return out
+
+
+def check_liveness(gate: FaceGate, frames: Sequence[bytes], challenge: Sequence[Pose],
+                   config: LivenessConfig | None = None) -> LivenessResult:
+    """Analyse a burst with the gate's models and judge it against ``challenge``."""
+    return verify_burst(analyse_burst(gate, frames, config), challenge, config)
