@@ -23,6 +23,15 @@ models_app = typer.Typer(no_args_is_help=True, help="Model weights: verify and f
 app.add_typer(audit_app, name="audit")
 app.add_typer(models_app, name="models")
 
+
+def _mount_subapps() -> None:
+    from gate.policy.cli import policy_app
+
+    app.add_typer(policy_app, name="policy", help="Validate and test policy files.")
+
+
+_mount_subapps()
+
 EXIT_NEEDS_CONSENT = 10
 EXIT_DENY = 11
 EXIT_GATE_ERROR = 3

@@ -406,11 +406,13 @@ class FaceGate:
         t = timer.add("screen", t)
         results, needs = self._classify(request, faces, hits, name_hits, content)
         t = timer.add("identify", t)
+        purposes = self._grant_purposes(results)
         facts = RequestFacts(
             operation=request.operation, content=frozenset(content),
-            app_id=request.requester.app_id,
+            app_id=request.requester.app_id, user_id=request.requester.user_id,
             faces=tuple(FaceFacts(face_ref=r.face_ref, identity=r.identity, role=r.role,
-                                  source=r.source, subject_status=r.subject_status)
+                                  source=r.source, subject_status=r.subject_status,
+                                  age_band=_age_band(r), grant_purpose=purposes.get(r.grant_id))
                         for r in results),
         )
         evaluation = self.parts.policy.evaluate(facts)
@@ -508,7 +510,7 @@ class FaceGate:
                   name_hits: list[str], content: set[str]
                   ) -> tuple[list[FaceResult], list[ConsentNeed]]:
         threshold = self.settings.match_threshold
-        matched_ids = [h[0].subject_id for h in hits if h and h[0].similarity >= threshold]
+        matched_ids = [h.subject_id for row in hits for h in row if h.similarity >= threshold]
         subject_ids = set(matched_ids) | set(name_hits)
         subjects = {s: self.parts.store.get_subject(s) for s in subject_ids}
         grants = self.parts.store.grants_for(subject_ids)
@@ -536,15 +538,25 @@ class FaceGate:
         for n, face in enumerate(faces):
             ref = f"i{face.image_index}f{n}" if face.frame_index == 0 else \
                 f"i{face.image_index}t{face.frame_index}f{n}"
-            best = hits[n][0] if hits[n] else None
             size_px = round(face.det.size_px / face.scale)
             poor = size_px < self.settings.min_face_px or face.quality < self.settings.min_quality
             identity, status, grant_id, subject_id, similarity = "unknown", None, None, None, None
-            if best is not None:
-                similarity = round(best.similarity, 4)
-            if best is not None and best.similarity >= threshold and best.subject_id in subjects:
-                subject_id = best.subject_id
-                identity, status, grant_id = identify(subject_id)
+            candidates = [h for h in hits[n] if h.similarity >= threshold and h.subject_id in
+                          subjects]
+            if hits[n]:
+                similarity = round(hits[n][0].similarity, 4)
+            if candidates:
+                # When several enrolled people match, the most restrictive reading wins: a
+                # protected person anywhere above the threshold, or an ambiguous tie between
+                # two subjects, can never turn into "consented".
+                top = candidates[0].similarity
+                close = [h for h in candidates
+                         if h is candidates[0] or h.similarity >= top - AMBIGUITY_MARGIN
+                         or subjects[h.subject_id].status == "protected"]  # type: ignore[union-attr]
+                readings = [(h, *identify(h.subject_id)) for h in close]
+                hit, identity, status, grant_id = max(
+                    readings, key=lambda r: RESTRICTIVENESS.get((r[1], r[2]), 99))
+                subject_id, similarity = hit.subject_id, round(hit.similarity, 4)
                 if identity == "unknown":
                     subject_id = None
             if poor and identity in ("unknown", "consented", "self"):
@@ -575,6 +587,13 @@ class FaceGate:
                     content=sorted(content), app_id=req.app_id, user_id=req.user_id,
                 ))
         return results, needs
+
+    def _grant_purposes(self, results: list[FaceResult]) -> dict[str | None, str | None]:
+        out: dict[str | None, str | None] = {}
+        for grant_id in {r.grant_id for r in results if r.grant_id}:
+            grant = self.parts.store.get_grant(grant_id)
+            out[grant_id] = grant.purpose if grant else None
+        return out
 
     def _consume_uses(self, results: list[FaceResult], verdict: str,
                       reasons: list[Reason]) -> tuple[str, list[Reason]]:
@@ -637,6 +656,24 @@ class FaceGate:
             raise ModelMismatch(
                 f"stored templates were made with {sorted(self._foreign_packs)}, but the gate "
                 f"runs {self.parts.embedder.pack_id}; re-enrol those subjects")
+
+
+#: Two subjects whose similarities are this close are an ambiguous match.
+AMBIGUITY_MARGIN = 0.05
+#: Identity readings from most permissive to most restrictive.
+RESTRICTIVENESS = {
+    ("self", "consenting"): 0, ("consented", "consenting"): 1, ("unknown", None): 2,
+    ("protected", "consenting"): 3, ("protected", "protected"): 4,
+}
+
+
+def _age_band(face: FaceResult) -> str:
+    """Policy age band of a face; ``unknown`` when no estimate was made."""
+    if face.apparent_age is None:
+        return "unknown"
+    from gate.vision.age import age_band
+
+    return age_band(face.apparent_age)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -384,3 +384,16 @@ def test_prompt_intent_overrides_declared_general(gate: FaceGate) -> None:
     d = gate.check(req("img2img", BOB, prompt="portrait", role="init") .model_copy(
         update={"negative_prompt": "clothes, shirt"}))
     assert d.verdict == "deny"
+
+
+def test_ambiguous_match_takes_the_most_restrictive_reading(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"])
+    assert gate.check(req("face_swap", BOB)).verdict == "allow"
+    twin = gate.enroll([BOB], display_name="Twin", status="consenting")  # same face
+    d = gate.check(req("face_swap", BOB))
+    assert d.verdict == "needs_consent" and d.faces[0].subject_id == twin.subject_id
+    gate.erase(twin.subject_id)
+    protected = gate.enroll([BOB], display_name="Lookalike", status="protected")
+    d = gate.check(req("face_swap", BOB))
+    assert d.verdict == "deny" and d.faces[0].subject_id == protected.subject_id
