@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         report.write_json(args.json)
     if args.markdown is not None:
-        args.markdown.write_text(report.markdown())
+        names = list(dict.fromkeys(c.dataset for c in report.with_totals()))
+        parts = [f"### {name}\n\n{report.summary_markdown(name)}" for name in
+                 sorted(names, key=lambda n: n != "all")]
+        args.markdown.write_text("\n".join(parts) + "\n### Full table\n\n" +
+                                 report.markdown())
     return 0
 
 

@@ -383,10 +383,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-dtypes", type=_strs, default=["f16", "i8"])
     parser.add_argument("--sweep-connectivity", type=_ints, default=[16, 32])
     parser.add_argument("--sweep-expansion-add", type=_ints, default=[64, 128])
+    parser.add_argument("--exact-only", action="store_true",
+                        help="only exact-search latency per size (to place the threshold)")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="also write the results as JSON (to stdout without PATH)")
     args = parser.parse_args(argv)
 
+    if args.exact_only:
+        print(f"{'N':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu p50':>7} {'cpu p99':>7}  load")
+        for n in args.sizes:
+            data = make_data(n, args.dim, args.exact_latency_queries)
+            exact, _, _ = build_exact(data, args.dim)
+            lat, _ = latencies_ms(exact.search, data.queries, time.process_time_ns)
+            print(f"{n:>9,} {lat['p50_ms']:>7.3f} {lat['p99_ms']:>7.3f} "
+                  f"{lat['cpu_p50_ms']:>7.3f} {lat['cpu_p99_ms']:>7.3f}  {load_average():.1f}",
+                  flush=True)
+        return 0
     if args.sweep:
         rows = [row for n in args.sizes for row in sweep(n, args.dim, args)]
         print(json.dumps(rows, indent=1))

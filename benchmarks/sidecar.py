@@ -8,6 +8,7 @@ on the same image, measured in the same run. The analysis cache (byte-identical 
 is off on both sides, so every request runs the whole pipeline.
 
     .venv/bin/python benchmarks/sidecar.py [--seconds 8] [--concurrency 1,2,4,8] [--json out]
+    .venv/bin/python benchmarks/sidecar.py --fake-models   # the HTTP layer's own overhead
 """
 
 from __future__ import annotations
@@ -139,7 +140,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", default="1,2,4,8")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--fake-models", action="store_true",
+                        help="fake detector/embedder: measures the sidecar's own overhead")
     args = parser.parse_args()
+    if args.fake_models:
+        NO_CACHE.update({"GATE_DETECTOR": "fake", "GATE_EMBEDDER": "fake"})
     image = face_jpeg()
     levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +164,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(15)
     cores = os.cpu_count()
-    print(f"1-face 512x512 JPEG ({len(image)} bytes), real default models, {cores} cores, "
+    models = "FAKE models" if args.fake_models else "real default models"
+    print(f"1-face 512x512 JPEG ({len(image)} bytes), {models}, {cores} cores, "
           f"{args.seconds:g} s per row, analysis cache off")
     print(f"{'':<24}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>9}{'p50 vs in-proc':>16}")
     print(f"{'in-process FaceGate':<24}{base['p50_ms']:>9}{base['p95_ms']:>9}"

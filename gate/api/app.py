@@ -15,6 +15,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 from pydantic.json_schema import models_json_schema
+from sqlalchemy.engine import Engine
 
 from gate import __version__
 from gate.api.auth import require
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = gate if gate is not None else \
             await anyio.to_thread.run_sync(FaceGate.from_settings, settings)
-        keys = KeyStore(make_engine(settings.resolved_database_url()))
+        keys = KeyStore(_shared_engine(engine, settings))
         metrics.observe_readiness(engine.readiness())
         app.state.services = Services(
             gate=engine, keys=keys, metrics=metrics, api=api,
@@ -79,7 +80,6 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
             yield
         finally:
             app.state.services = None
-            keys.close()
             if gate is None:
                 engine.close()
 
@@ -95,6 +95,13 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
     app.add_middleware(RequestContext, observe=metrics.observe_http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _shared_engine(gate: FaceGate, settings: Settings) -> Engine:
+    """The consent store's connection pool when it has one (fewer database connections
+    per replica), else a new engine on the same URL."""
+    found = getattr(gate.parts.store, "engine", None)
+    return found if isinstance(found, Engine) else make_engine(settings.resolved_database_url())
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        disable_created_metrics()  # process-wide: no ``*_created`` series (noise)
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: no *_created
         self.registry = CollectorRegistry()
         r = self.registry
         self.decisions = Counter("gate_decisions_total", "Decisions by endpoint and verdict.",

@@ -10,11 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gate.types import ContentCategory, ContentList, Operation, Role, SubjectStatus
 
 _ID = r"^[A-Za-z0-9._:-]{1,64}$"
+#: Subject and grant ids in paths and queries.
+RECORD_ID = _ID
+#: Integers stored in 32-bit columns (PostgreSQL ``integer``): larger ones are refused.
+MAX_INT = 2**31 - 1
 
 
 def _general() -> list[ContentCategory]:
@@ -25,6 +29,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     #: Fields that a multipart form may repeat (or give comma-separated).
     list_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """NUL characters are refused (PostgreSQL text cannot hold them)."""
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and "\x00" in v for v in items):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class ImageB64(_Body):
@@ -101,7 +114,7 @@ class StatusBody(_Body):
 class GrantBody(_Body):
     """A consent grant recorded on behalf of the subject, for any grantee app."""
 
-    subject_id: str = Field(min_length=1, max_length=64)
+    subject_id: str = Field(pattern=_ID)
     app_id: str = Field(min_length=1, max_length=128, description="The grantee app.")
     user_id: str | None = Field(default=None, min_length=1, max_length=256)
     operations: list[Operation] = Field(min_length=1)
@@ -109,7 +122,7 @@ class GrantBody(_Body):
     purpose: str | None = Field(default=None, max_length=200)
     not_before: datetime | None = None
     expires_at: datetime | None = None
-    max_uses: int | None = Field(default=None, ge=1)
+    max_uses: int | None = Field(default=None, ge=1, le=MAX_INT)
 
 
 class AuditEvent(BaseModel):

@@ -79,8 +79,8 @@ class LivenessResult:
     poses: tuple[Pose, ...]
     #: Mean template of the frontal frames (L2-normalised); None when it failed early.
     reference: np.ndarray | None = field(default=None, repr=False)
-    #: Templates of the frontal frames (what self-enrolment stores, encrypted).
-    frontal_vectors: tuple[np.ndarray, ...] = field(default=(), repr=False)
+    #: Positions (in the burst) of the frames facing the camera: what enrolment uses.
+    frontal_indices: tuple[int, ...] = ()
 
 
 def yaw_ratio(landmarks: np.ndarray) -> float:
@@ -129,17 +129,18 @@ def verify_burst(frames: Sequence[FrameFace], challenge: Sequence[Pose],
         return LivenessResult(False, ("every frame must show exactly one face",), ())
     if len({f.digest for f in frames}) != len(frames):
         return LivenessResult(False, ("a frame was repeated (replay)",), ())
-    distinct = [frames[0]]
-    for f in frames[1:]:
-        if float(np.mean(np.abs(f.thumb - distinct[-1].thumb))) >= cfg.min_change:
-            distinct.append(f)
-    samples = [f.sample for f in distinct if f.sample is not None]
+    kept = [0]  # positions of frames that differ from the previous kept one
+    for i in range(1, len(frames)):
+        if float(np.mean(np.abs(frames[i].thumb - frames[kept[-1]].thumb))) >= cfg.min_change:
+            kept.append(i)
+    samples = [s for s in (frames[i].sample for i in kept) if s is not None]
     poses = tuple(pose_of(yaw_ratio(s.landmarks), cfg) for s in samples)
     reasons: list[str] = []
-    if len(distinct) < cfg.min_frames:
+    if len(kept) < cfg.min_frames:
         reasons.append("the frames are (nearly) the same picture: a still image")
     if not _follows(poses, challenge):
         reasons.append("the head did not turn as asked")
+    front_at = tuple(i for i, p in zip(kept, poses, strict=True) if p == "front")
     frontal = [s.vector for s, p in zip(samples, poses, strict=True) if p == "front"]
     if not frontal:
         return LivenessResult(False, (*reasons, "no frame faces the camera"), poses)
@@ -147,8 +148,7 @@ def verify_burst(frames: Sequence[FrameFace], challenge: Sequence[Pose],
     sims = [float(np.dot(_unit(s.vector), reference)) for s in samples]
     if min(sims) < cfg.same_person_min:
         reasons.append("the frames do not all show the same person")
-    return LivenessResult(not reasons, tuple(reasons), poses, reference,
-                          tuple(np.asarray(v, dtype=np.float32) for v in frontal))
+    return LivenessResult(not reasons, tuple(reasons), poses, reference, front_at)
 
 
 # -- analysis of pictures with the gate's own detector and embedder ---------------------

@@ -205,7 +205,7 @@ class WebhookSender:
                 if 200 <= response.status_code < 300:
                     self.delivered += 1
                     return
-            except Exception as exc:  # network faults of any kind: retry, then give up
+            except Exception as exc:  # noqa: BLE001 - any network fault: retry, then give up
                 log.warning("webhook delivery failed", extra={"fault": type(exc).__name__})
             time.sleep(self.backoff_s * (2 ** attempt))
         self.failed += 1

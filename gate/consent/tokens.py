@@ -41,7 +41,7 @@ log = logging.getLogger("gate.consent")
 
 ALGORITHM = "Ed25519"
 _ACCEPTED_ALGS = ("Ed25519", "EdDSA")
-TOKEN_TYPE = "gate-grant+jwt"
+TOKEN_TYPE = "gate-grant+jwt"  # noqa: S105 - a JOSE "typ" value, not a secret
 #: A token never outlives this, even for a grant without an expiry (re-issue it).
 DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600
 MAX_TOKEN_CHARS = 8192
@@ -246,8 +246,9 @@ def _key_for(jwks: Mapping[str, Any], kid: str) -> OKPKey:
             if entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519":
                 raise TokenInvalid("the signing key is not an Ed25519 key")
             try:
-                return OKPKey.import_key({k: v for k, v in entry.items() if k != "d"})
-            except (JoseError, ValueError, TypeError) as exc:
+                # public members only; "alg" is dropped so either header name verifies
+                return OKPKey.import_key({k: entry[k] for k in ("kty", "crv", "x", "kid")})
+            except (JoseError, ValueError, TypeError, KeyError) as exc:
                 raise TokenInvalid("the signing key in the JWKS is malformed") from exc
     raise TokenUnknownKey("the token was signed with a key the JWKS does not hold")
 
@@ -367,7 +368,7 @@ class RevocationList:
     def refresh(self) -> int:
         """Fetch what changed since the current epoch; returns ids newly revoked."""
         sent = self._clock()
-        epoch, added = self._state.epoch, set()
+        epoch, added = self._state.epoch, set[str]()
         for _ in range(1000):  # pages; bounded
             page = self._fetch(epoch)
             added.update(page.revoked)
@@ -412,7 +413,7 @@ class RevocationList:
         while not self._stop.is_set():
             try:
                 self.refresh()
-            except Exception as exc:  # any fetch failure: the list ages and fails closed
+            except Exception as exc:  # noqa: BLE001 - any fetch fault: the list ages, fails closed
                 self._state.failures += 1
                 log.warning("revocation refresh failed", extra={"fault": type(exc).__name__})
             self._stop.wait(self.poll_interval_s)
@@ -481,36 +482,43 @@ class OfflineGrantVerifier:
         return claims
 
 
-# -- HTTP fetchers for a sidecar ---------------------------------------------------------
-def http_revocation_fetcher(base_url: str, api_key: str, *, client: Any = None,
-                            timeout_s: float = 2.0) -> Fetch:
-    """``fetch(since_epoch)`` against ``GET {base_url}/v1/revocations`` (``check`` key)."""
-    import httpx
+# -- HTTP access to a sidecar (SDK side) ----------------------------------------------------
+class SidecarFeed:
+    """The sidecar's JWKS and revocation feed over HTTP (one pooled client; ``close`` it).
 
-    http = client or httpx.Client(base_url=base_url, timeout=timeout_s)
-    headers = {"Authorization": f"Bearer {api_key}"}
+    ``RevocationList(feed.revocations)`` and ``JwksCache(feed.jwks)``; the revocation feed
+    needs an API key with the ``check`` scope and lists that key's app only.
+    """
 
-    def fetch(since_epoch: int) -> RevocationPage:
-        r = http.get("/v1/revocations", params={"since_epoch": since_epoch}, headers=headers)
+    def __init__(self, base_url: str, api_key: str, *, client: Any = None,
+                 timeout_s: float = 2.0) -> None:
+        import httpx
+
+        self._own = client is None
+        self._http = client or httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+
+    def revocations(self, since_epoch: int) -> RevocationPage:
+        r = self._http.get("/v1/revocations", params={"since_epoch": since_epoch},
+                           headers=self._headers)
         r.raise_for_status()
         body = r.json()
         return RevocationPage(epoch=int(body["epoch"]),
                               revoked=tuple(str(x["grant_id"]) for x in body["revoked"]),
                               more=bool(body.get("more", False)))
 
-    return fetch
-
-
-def http_jwks_fetcher(base_url: str, *, client: Any = None,
-                      timeout_s: float = 2.0) -> Callable[[], Mapping[str, Any]]:
-    import httpx
-
-    http = client or httpx.Client(base_url=base_url, timeout=timeout_s)
-
-    def fetch() -> Mapping[str, Any]:
-        r = http.get("/.well-known/jwks.json")
+    def jwks(self) -> Mapping[str, Any]:
+        r = self._http.get("/.well-known/jwks.json")
         r.raise_for_status()
         body: Mapping[str, Any] = r.json()
         return body
 
-    return fetch
+    def close(self) -> None:
+        if self._own:
+            self._http.close()
+
+    def __enter__(self) -> SidecarFeed:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -145,3 +145,13 @@ def main(roots: list[Path], out_json: Path | None = None) -> dict[str, object]:
     if out_json is not None:
         out_json.write_text(json.dumps(report, indent=2))
     return report
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Calibrate the match threshold.")
+    parser.add_argument("roots", nargs="+", type=Path, help="<root>/<identity>/<image> sets")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    print(json.dumps(main(args.roots, args.json), indent=2))

@@ -457,6 +457,40 @@ class EfficacyReport:
         return "\n".join(lines) + "\n"
 
 
+    def summary_markdown(self, dataset: str | None = None) -> str:
+        """Transforms as rows, enrolment counts side by side, for one dataset (default:
+        ``all`` when there are several, else the only one). Cells are ``1 photo / 3``."""
+        cases = self.with_totals()
+        names = list(dict.fromkeys(c.dataset for c in cases))
+        dataset = dataset or ("all" if "all" in names else names[0])
+        enrols = sorted({c.enrol for c in cases})
+        by_key = {(c.enrol, c.transform): c.counts for c in cases if c.dataset == dataset}
+        transforms = list(dict.fromkeys(t for (_, t) in by_key))
+        enr = " / ".join(str(e) for e in enrols)
+        header = ["transform", f"false-allow ({enr})", "of which no face",
+                  "prot. not recog.", "false-block", "wrong subj.", "det. miss", "p50 ms"]
+        lines = ["| " + " | ".join(header) + " |",
+                 "|---|" + "|".join(["---:"] * (len(header) - 1)) + "|"]
+        for t in transforms:
+            cc = [by_key[(e, t)] for e in enrols if (e, t) in by_key]
+
+            def each(fn: Callable[[CaseCounts], str], counts: list[CaseCounts] = cc) -> str:
+                return " / ".join(fn(c) for c in counts)
+
+            lines.append("| " + " | ".join([
+                t,
+                each(lambda c: f"{c.false_allow_protected + c.false_allow_stranger}/"
+                               f"{c.probes['protected'] + c.probes['stranger']}"),
+                each(lambda c: str(c.false_allow_no_face)),
+                each(lambda c: _pct(c.rates()["protected_not_recognised"])),
+                each(lambda c: _pct(c.rates()["false_block"])),
+                each(lambda c: str(c.wrong_subject)),
+                each(lambda c: _pct(c.rates()["detection_miss"])),
+                each(lambda c: _ms(c.latency()["p50_ms"])),
+            ]) + " |")
+        return "\n".join(lines) + "\n"
+
+
 COLUMNS = ("transform", "probes P/C/S", "false-allow", "of which no face",
            "prot. not recog.", "false-block",
            "wrong subj.", "det. miss", "errors", "p50 ms", "p95 ms")

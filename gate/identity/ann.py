@@ -54,7 +54,7 @@ EXACT_THRESHOLD: Final = 50_000
 # Chosen by measurement (docs/benchmarks.md): at 1M clustered 128-d templates these give
 # recall@1 >= 99.5 % of exact search with p99 under 2 ms on 2 cores.
 DEFAULT_DTYPE: Final = "f16"
-DEFAULT_CONNECTIVITY: Final = 16
+DEFAULT_CONNECTIVITY: Final = 32
 DEFAULT_EXPANSION_ADD: Final = 128
 DEFAULT_EXPANSION_SEARCH: Final = 64
 

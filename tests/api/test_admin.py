@@ -104,3 +104,23 @@ def test_audit_query_and_verify(client: Any, keys: Keys) -> None:
     v = client.post("/v1/audit/verify", headers=h).json()
     assert v == {"ok": True, "events": 4, "first_bad_seq": None, "problem": None}
     assert client.get("/v1/audit", headers=h, params={"limit": 0}).status_code == 422
+
+
+def test_huge_integers_are_422_not_500(client: Any, keys: Keys) -> None:
+    h = bearer(keys.admin)
+    r = client.get("/v1/audit", headers=h, params={"since": 2**63})  # found by schemathesis
+    assert r.status_code == 422
+    r = client.post("/v1/grants", headers=h, json={
+        "subject_id": "s", "app_id": "a", "operations": ["img2img"], "max_uses": 2**40})
+    assert r.status_code == 422 and "max_uses" in r.json()["error"]["message"]
+
+
+def test_nul_characters_and_odd_ids_are_422(client: Any, keys: Keys) -> None:
+    h = bearer(keys.admin)
+    r = client.post("/v1/subjects", headers=h, json={
+        "images_b64": [b64(ADA)], "display_name": "A\x00da"})
+    assert r.status_code == 422 and "NUL" in r.json()["error"]["message"]
+    assert client.get("/v1/subjects/a%00b", headers=h).status_code == 422
+    assert client.delete("/v1/grants/x y", headers=h).status_code == 422
+    assert client.get("/v1/grants", headers=h, params={"subject_id": "a\x00"}).status_code \
+        == 422

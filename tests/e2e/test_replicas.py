@@ -5,6 +5,7 @@ and concurrent decisions on both replicas keep one valid audit hash chain."""
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from gate.api.keys import KeyStore
 from gate.api.migrate import upgrade
 from gate.client import GateClient, HttpError
 from gate.db import make_engine
-from gate.types import GateRequest, ImageInput, Requester
+from gate.types import Decision, GateRequest, ImageInput, Requester
 from tests.conftest import noise_png
 from tests.e2e.conftest import FAKE_MODELS, Server, create_key
 
@@ -29,6 +30,19 @@ PROPAGATION_ROUNDS = 20
 def swap(image: bytes) -> GateRequest:
     return GateRequest(operation="face_swap", images=[ImageInput(role="target", data=image)],
                        requester=Requester(app_id="ignored", user_id="u1"))
+
+
+def eventually_allowed(client: GateClient, within_s: float = 5.0) -> Decision:
+    """B's decision must become allow. It is at once unless the machine is so loaded
+    that a database call fails and the engine fails closed (a deny, never an allow)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        decision = client.check(swap(BOB))
+        if decision.verdict == "allow" or time.monotonic() > deadline:
+            assert decision.verdict == "allow", decision.reasons
+            return decision
+        assert decision.rule_ids == ["core.fail_closed"], decision.reasons
+        time.sleep(0.1)
 
 
 def start_pair(tmp_path: Path, pg_url: str,
@@ -62,7 +76,8 @@ def _revocation_rounds(admin_a: GateClient, admin_b: GateClient, app_a: GateClie
     delays_ms: list[float] = []
     for _ in range(PROPAGATION_ROUNDS):
         grant = admin_a.grant(bob.subject_id, app_id="studio", operations=["face_swap"])
-        assert app_b.check(swap(BOB)).verdict == "allow"  # B sees A's enrolment and grant
+        # B sees the enrolment and the grant made through A
+        assert eventually_allowed(app_b).faces[0].grant_id == grant.grant_id
         admin_a.revoke(grant.grant_id)
         revoked_at = time.perf_counter()
         decision = app_b.check(swap(BOB))  # B's very next request
@@ -112,3 +127,59 @@ def test_concurrent_decisions_on_both_replicas_keep_one_audit_chain(
     assert len([e for e in events if e["event"]["kind"] == "check"]) == done == \
         per_worker * workers
     assert [e["seq"] for e in events] == list(range(1, verification.events + 1))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine issue reported to the lead: on PostgreSQL a change-feed row whose transaction "
+    "commits after a higher seq was read is skipped for good by a running replica; fix: "
+    "serialise feed appends (pg_advisory_xact_lock in SqlConsentStore._record)"))
+def test_a_late_committing_enrolment_is_not_skipped(tmp_path: Path, pg_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from gate import db
+    from gate.consent.store import SqlConsentStore
+    from gate.engine import FaceGate
+
+    opts = {"detector": "fake", "embedder": "fake", "match_threshold": 0.9,
+            "database_url": pg_url, "analysis_cache_items": 0,
+            "key_file": tmp_path / "keys" / "template.key"}
+    a = FaceGate.open(tmp_path / "a", **opts)
+    b = FaceGate.open(tmp_path / "b", **opts)
+    engine = db.make_engine(pg_url)
+    face = noise_png(7)
+    request = GateRequest(operation="img2img", images=[ImageInput(role="init", data=face)],
+                          requester=Requester(app_id="studio"))
+    try:
+        found = a.largest_face_vector(face)
+        assert found is not None
+        blob = a.parts.cipher.encrypt(found[0], subject_id="sub_slow",
+                                      pack_id=a.parts.embedder.pack_id)
+        now = datetime.now(UTC)
+        with engine.connect() as conn:
+            slow = conn.begin()  # an enrolment that has its feed seq but commits late
+            conn.execute(insert(db.subjects).values(
+                subject_id="sub_slow", display_name="Slow", status="protected", aliases=[],
+                guardian=False, model_pack=a.parts.embedder.pack_id, created_at=now,
+                updated_at=now))
+            conn.execute(insert(db.templates).values(
+                subject_id="sub_slow", model_pack=a.parts.embedder.pack_id,
+                key_id=a.parts.cipher.key_id, ciphertext=blob, created_at=now))
+            SqlConsentStore._record(conn, "subject_add", "sub_slow")  # the feed append
+            enrolled: list[str] = []
+            writer = threading.Thread(target=lambda: enrolled.append(
+                a.enroll([noise_png(8)], display_name="Other").subject_id))
+            writer.start()  # another replica's enrolment: commits a higher seq, unless
+            writer.join(1.0)  # feed appends are serialised (then it waits for ours)
+            b.check(request)  # B reads the feed while our seq is still uncommitted
+            slow.commit()
+            writer.join(10)
+        assert enrolled
+        decision = b.check(request)
+        assert decision.faces[0].subject_id == "sub_slow"
+        assert decision.verdict == "deny"
+    finally:
+        engine.dispose()
+        a.close()
+        b.close()

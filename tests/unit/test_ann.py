@@ -58,11 +58,19 @@ def exact(people: dict[str, np.ndarray]) -> ExactIndex:
     return index
 
 
-@pytest.fixture()
-def hnsw(people: dict[str, np.ndarray]) -> HnswIndex:
+@pytest.fixture(scope="module")
+def saved(people: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once through the Protocol's add(), saved; each test gets its own loaded copy."""
     index = HnswIndex(DIM, seed=7)
     _fill(index, people)
-    return index
+    path = tmp_path_factory.mktemp("hnsw") / "people.usearch"
+    index.save(path)
+    return path
+
+
+@pytest.fixture()
+def hnsw(saved: Path) -> HnswIndex:
+    return HnswIndex.load(saved, view=False)
 
 
 def test_satisfies_the_protocol() -> None:
@@ -188,6 +196,22 @@ def test_load_refuses_a_torn_or_missing_save(hnsw: HnswIndex, tmp_path: Path) ->
         HnswIndex.load(tmp_path / "missing.usearch")
 
 
+def test_keys_stay_unique_across_clear(tmp_path: Path) -> None:
+    index = HnswIndex(DIM)
+    rng = np.random.default_rng(17)
+    index.add("a", _unit(rng.standard_normal((2, DIM))))
+    index.save(tmp_path / "before.usearch")
+    index.clear()
+    index.add("b", _unit(rng.standard_normal((2, DIM))))  # same count, new keys
+    index.save(tmp_path / "after.usearch")
+    (tmp_path / ("before.usearch" + SIDE_TABLE_SUFFIX)).write_bytes(
+        (tmp_path / ("after.usearch" + SIDE_TABLE_SUFFIX)).read_bytes())
+    with pytest.raises(StorageError):
+        HnswIndex.load(tmp_path / "before.usearch")
+    assert [h.subject_id for h in HnswIndex.load(tmp_path / "after.usearch").search(
+        _unit(rng.standard_normal((1, DIM))), 5)[0]] == ["b"]
+
+
 def test_clear_and_empty_index(hnsw: HnswIndex, people: dict[str, np.ndarray]) -> None:
     queries, _ = _queries(people, 3)
     hnsw.clear()
@@ -228,13 +252,13 @@ def test_concurrent_searches_adds_and_removes(hnsw: HnswIndex,
                                               people: dict[str, np.ndarray]) -> None:
     queries, _ = _queries(people, 200, seed=11)
     errors: list[BaseException] = []
-    removed: set[str] = set()
+    removed: list[str] = []  # appended only after remove() returned
     stop = threading.Event()
 
     def searcher() -> None:
         try:
             while not stop.is_set():
-                gone = set(removed)  # removed before this search started
+                gone = set(removed[:])  # removed before this search started
                 for hits in hnsw.search(queries[:20], 5):
                     assert len({h.subject_id for h in hits}) == len(hits)
                     assert not gone & {h.subject_id for h in hits}
@@ -244,11 +268,11 @@ def test_concurrent_searches_adds_and_removes(hnsw: HnswIndex,
     def writer() -> None:
         try:
             rng = np.random.default_rng(13)
-            for i in range(150):
+            for i in range(60):
                 hnsw.add(f"new-{i}", _unit(rng.standard_normal((2, DIM))))
                 subject = f"subject-{i:05d}"
                 hnsw.remove(subject)
-                removed.add(subject)
+                removed.append(subject)
         except BaseException as exc:
             errors.append(exc)
 
@@ -262,11 +286,11 @@ def test_concurrent_searches_adds_and_removes(hnsw: HnswIndex,
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors
-    expected = sum(len(t) for t in people.values()) + 300 - sum(
-        len(people[f"subject-{i:05d}"]) for i in range(150))
+    expected = sum(len(t) for t in people.values()) + 120 - sum(
+        len(people[f"subject-{i:05d}"]) for i in range(60))
     assert len(hnsw) == expected
     for hits in hnsw.search(queries, 5):
-        assert not removed & {h.subject_id for h in hits}
+        assert not set(removed) & {h.subject_id for h in hits}
 
 
 def test_choose_index_switches_at_the_threshold() -> None:

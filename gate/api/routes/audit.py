@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from gate.api.auth import require
 from gate.api.routes import AUTH, errors
-from gate.api.schemas import AuditEvent, AuditPage
+from gate.api.schemas import MAX_INT, AuditEvent, AuditPage
 from gate.api.services import services
 from gate.types import AuditVerification
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"],
 
 
 @router.get("", response_model=AuditPage, responses=errors(422, *AUTH))
-async def audit_events(request: Request, since: Annotated[int, Query(ge=0)] = 0,
+async def audit_events(request: Request, since: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditPage:
     """Events after sequence number ``since`` (no pixels, embeddings or names)."""
     svc = services(request)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from gate.api.auth import require
 from gate.api.routes import AUTH, errors
-from gate.api.schemas import GrantBody
+from gate.api.schemas import RECORD_ID, GrantBody
 from gate.api.services import services
 from gate.types import Grant
 
@@ -27,7 +27,7 @@ async def grant(request: Request, body: GrantBody) -> Grant:
 
 @router.delete("/{grant_id}", response_model=Grant, responses=errors(404, 422, *AUTH))
 async def revoke(request: Request,
-                 grant_id: Annotated[str, Path(min_length=1, max_length=64)]) -> Grant:
+                 grant_id: Annotated[str, Path(pattern=RECORD_ID)]) -> Grant:
     """Revoke at once: every replica refuses the grant from its next decision on."""
     svc = services(request)
     return await svc.runner.call(svc.gate.revoke, grant_id)
@@ -35,6 +35,6 @@ async def revoke(request: Request,
 
 @router.get("", response_model=list[Grant], responses=errors(422, *AUTH))
 async def list_grants(request: Request, subject_id: Annotated[
-        str | None, Query(min_length=1, max_length=64)] = None) -> list[Grant]:
+        str | None, Query(pattern=RECORD_ID)] = None) -> list[Grant]:
     svc = services(request)
     return await svc.runner.call(svc.gate.list_grants, subject_id)

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from gate.api.auth import AdminKey, require
 from gate.api.bodies import read_enroll
 from gate.api.routes import AUTH, body_doc, errors
-from gate.api.schemas import StatusBody
+from gate.api.schemas import RECORD_ID, StatusBody
 from gate.api.services import services
 from gate.types import Requester, Subject
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
-SubjectId = Annotated[str, Path(min_length=1, max_length=64)]
+SubjectId = Annotated[str, Path(pattern=RECORD_ID)]
 
 
 @router.post("", status_code=201, response_model=Subject,

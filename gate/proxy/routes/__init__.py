@@ -1,0 +1,1 @@
+"""HTTP routes of the proxy, one module per upstream API (translation only)."""
