@@ -280,8 +280,8 @@ class FaceGate:
                                                            CONTENT_CATEGORIES]
         if bad or not ops or not cats:
             raise ConsentError("a grant needs known, non-empty operations and content")
-        if max_uses is not None and max_uses < 1:
-            raise ConsentError("max_uses must be at least 1")
+        if max_uses is not None and not 1 <= max_uses <= 2**31 - 1:
+            raise ConsentError("max_uses must be between 1 and 2147483647")
         grant = Grant(
             grant_id=f"gr_{uuid.uuid4().hex[:20]}", subject_id=subject_id, app_id=app_id,
             user_id=user_id, operations=ops, content=cats, purpose=purpose,

@@ -119,6 +119,23 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (not the 
     typer.echo(f"revoked {key.key_id} (app {key.app_id})")
 
 
+@keys_app.command("rotate")
+def keys_rotate(data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> None:
+    """Rotate the template encryption key: every face template is re-encrypted."""
+    from gate.engine import FaceGate
+
+    gate = FaceGate.open(data_dir)
+    try:
+        count = gate.rotate_template_key()
+        key_id = gate.parts.cipher.key_id
+    finally:
+        gate.close()
+    if as_json:
+        typer.echo(json.dumps({"reencrypted": count, "key_id": key_id}))
+    else:
+        typer.echo(f"re-encrypted {count} template(s) under key {key_id}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
                data_dir: DataDir = Path("data")) -> None:

@@ -21,6 +21,9 @@ from gate.errors import NotFound, StorageError
 from gate.types import Grant, Requester, Subject, SubjectStatus
 
 
+_FEED_LOCK = 0x6761_7466  # "gatf": serialises change-feed writers on PostgreSQL
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -97,7 +100,15 @@ class SqlConsentStore:
 
     @staticmethod
     def _record(conn: Connection, kind: str, subject_id: str | None) -> None:
-        """Append to the change feed inside the same transaction as the change."""
+        """Append to the change feed inside the same transaction as the change.
+
+        Readers apply the feed in ``seq`` order and never look back, so seq order must be
+        commit order. SQLite's ``BEGIN IMMEDIATE`` serialises writers already; on
+        PostgreSQL a transaction-scoped advisory lock does (otherwise a transaction that
+        took a lower seq could commit after a replica has read a higher one).
+        """
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
         conn.execute(insert(db.changes).values(kind=kind, subject_id=subject_id, at=utcnow()))
 
     # -- subjects ---------------------------------------------------------------------

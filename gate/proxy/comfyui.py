@@ -152,13 +152,14 @@ def history_outputs(doc: Any) -> dict[str, list[ImageRef]]:
 
 def map_upload(parts: Sequence[Part], raw: bytes, content_type: str) -> tuple[GateFields,
                                                                               Forward]:
-    """``POST /upload/image``: the file is pre-screened (as an img2img input) and then
-    forwarded byte for byte; the gate decides again when a prompt uses it."""
+    """``POST /upload/image``: the file is pre-screened as a ``txt2img`` reference (only a
+    ``deny``, e.g. a protected person, refuses it) and forwarded byte for byte; the gate
+    decides with the real operation when a prompt uses it."""
     images = [p for p in parts if p.name == "image" and p.is_file]
     if len(images) != 1 or not images[0].data:
         raise Malformed("send exactly one file in the 'image' field", param="image")
-    fields = GateFields(operation="img2img",
-                        images=(ImageInput(role="init", data=images[0].data),))
+    fields = GateFields(operation="txt2img",
+                        images=(ImageInput(role="reference", data=images[0].data),))
     return fields, Forward(UPLOAD, raw, content_type)
 
 
@@ -239,7 +240,9 @@ class _Workflow:
             return image_ref(image, default)
         return None
 
-    def _ancestors(self, start: Any) -> set[str]:
+    def _ancestors(self, start: Any, polarity: str | None = None) -> set[str]:
+        """Nodes ``start`` depends on. With a ``polarity`` (positive / negative), a node
+        that has both conditioning inputs is only followed through the same one."""
         seen: set[str] = set()
         stack = [start[0]] if _is_link(start) else []
         while stack:
@@ -247,7 +250,10 @@ class _Workflow:
             if node_id in seen or node_id not in self.graph:
                 continue
             seen.add(node_id)
-            stack += [v[0] for v in self.graph[node_id].get("inputs", {}).values() if _is_link(v)]
+            inputs = self.graph[node_id].get("inputs", {})
+            if polarity is not None and {"positive", "negative"} <= set(inputs):
+                inputs = {polarity: inputs[polarity]}
+            stack += [v[0] for v in inputs.values() if _is_link(v)]
         return seen
 
     def _assign(self, table: dict[str, dict[str, tuple[str, ...]]]) -> None:
@@ -283,7 +289,7 @@ class _Workflow:
         for node in self.graph.values():
             inputs = node.get("inputs", {})
             for name, bucket in (("positive", positive), ("negative", negative)):
-                for node_id in self._ancestors(inputs.get(name)):
+                for node_id in self._ancestors(inputs.get(name), name):
                     found = _strings(self.graph[node_id])
                     bucket += found
                     if found:

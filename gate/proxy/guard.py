@@ -73,8 +73,13 @@ class Guard:
             raise ProxyError(503, "check_timeout", "the consent gate did not answer in time; "
                              "the request was not forwarded") from None
 
-    async def check(self, caller: Caller, fields: GateFields) -> Decision:
-        """The input decision; ``Refused`` unless it allows."""
+    async def check(self, caller: Caller, fields: GateFields, *,
+                    prescreen: bool = False) -> Decision:
+        """The input decision; ``Refused`` unless it allows.
+
+        ``prescreen`` (an upload, not yet a generation): only ``deny`` is refused, since the
+        operation that will use the image, and so the consent it needs, is not known yet.
+        """
         requester = caller.requester
         if requester.user_id is None and fields.user_id is not None:
             requester = requester.model_copy(update={"user_id": fields.user_id})
@@ -93,7 +98,7 @@ class Guard:
             raise ProxyError(400, exc.code, exc.message) from None
         except GateError as exc:
             raise ProxyError(503, exc.code, "the consent gate is unavailable") from None
-        if not decision.allowed:
+        if decision.verdict == "deny" or not (decision.allowed or prescreen):
             raise Refused(decision, stage="input")
         return decision
 

@@ -256,6 +256,23 @@ class OnnxAgeEstimator:
         return AgeEstimate(years=years, band=band)
 
 
+class NoAgeEstimator:
+    """Stands in when the age model is unavailable: every face is ``"unknown"``.
+
+    With it the gate still decides, and fails closed: the policy denies sexual content
+    with any face of unknown age.
+    """
+
+    name = "none"
+
+    def __init__(self, reason: str = "the age model is not installed") -> None:
+        self.reason = reason
+
+    def estimate(self, image_bgr: np.ndarray, bbox: tuple[float, float, float, float],
+                 landmarks: np.ndarray, aligned_112_bgr: np.ndarray) -> AgeEstimate:
+        return AgeEstimate(years=math.nan, band="unknown")
+
+
 class FakeAgeEstimator:
     """Returns scripted ages: a constant, or ``script(image_bgr, bbox) -> years``.
 

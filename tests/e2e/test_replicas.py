@@ -129,10 +129,6 @@ def test_concurrent_decisions_on_both_replicas_keep_one_audit_chain(
     assert [e["seq"] for e in events] == list(range(1, verification.events + 1))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine issue reported to the lead: on PostgreSQL a change-feed row whose transaction "
-    "commits after a higher seq was read is skipped for good by a running replica; fix: "
-    "serialise feed appends (pg_advisory_xact_lock in SqlConsentStore._record)"))
 def test_a_late_committing_enrolment_is_not_skipped(tmp_path: Path, pg_url: str) -> None:
     from datetime import UTC, datetime
 

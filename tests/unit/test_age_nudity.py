@@ -23,6 +23,7 @@ from gate.vision.age import (
     AgeEstimate,
     AgeEstimator,
     FakeAgeEstimator,
+    NoAgeEstimator,
     OnnxAgeEstimator,
     age_band,
     age_chip,
@@ -92,6 +93,14 @@ def test_fake_age_estimator_scripts_ages() -> None:
     scripted = FakeAgeEstimator(script=lambda img, bbox: bbox[2])
     assert scripted.estimate(ALIGNED, (0, 0, 40.0, 40.0), ARCFACE_TEMPLATE, ALIGNED).years == 40.0
     assert scripted.calls == 1
+
+
+def test_no_age_estimator_fails_closed() -> None:
+    none = NoAgeEstimator("age model failed verification")
+    assert isinstance(none, AgeEstimator)
+    est = none.estimate(ALIGNED, BBOX, ARCFACE_TEMPLATE, ALIGNED)
+    assert est.band == "unknown" and np.isnan(est.years)
+    assert none.reason == "age model failed verification"
 
 
 def test_age_estimate_is_frozen() -> None:

@@ -86,3 +86,12 @@ def test_gate_errors_exit_3_with_a_safe_message(env: Path) -> None:
     assert proc.returncode == 3
     assert "not_found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_keys_rotate_reencrypts_templates(env: Path) -> None:
+    run("enroll", str(env / "p1.png"), "--name", "Ada", "--json")
+    code, out = run("keys", "rotate", "--json")
+    assert code == 0 and out["reencrypted"] == 1  # type: ignore[index]
+    code, d = run("check", str(env / "p1.png"), "--operation", "face_swap", "--app", "a",
+                  "--json")
+    assert code == EXIT_DENY and d["faces"][0]["identity"] == "protected"  # type: ignore[index]

@@ -38,7 +38,7 @@ async def upload_image(request: Request) -> Response:
     raw = await read_body(request, svc.settings.max_body_bytes)
     content_type = request.headers.get("content-type", "")
     fields, forward = comfyui.map_upload(parse_multipart(raw, content_type), raw, content_type)
-    decision = await svc.guard.check(caller, fields)
+    decision = await svc.guard.check(caller, fields, prescreen=True)
     answer = await svc.upstream.send(forward, request.headers)
     if answer.ok:
         svc.ledger.remember_upload(caller.requester.app_id, comfyui.upload_ref(answer.json()),
