@@ -26,12 +26,15 @@ app.add_typer(models_app, name="models")
 
 def _mount_subapps() -> None:
     from gate.api.cli import db_app, keys_app, serve_command
+    from gate.consent.cli import consent_app
     from gate.policy.cli import policy_app
 
     app.add_typer(policy_app, name="policy", help="Validate and test policy files.")
     app.command("serve", help="Run the sidecar HTTP service (uvicorn).")(serve_command)
     app.add_typer(keys_app, name="keys", help="API keys of the sidecar; template key rotation.")
     app.add_typer(db_app, name="db", help="Database schema migrations.")
+    app.add_typer(consent_app, name="consent",
+                  help="Consent lifecycle: retention, grant tokens, portal links.")
 
 
 _mount_subapps()

@@ -148,3 +148,7 @@ def _harden_sqlite(engine: Engine) -> None:
 
 def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+
+
+# Tables of the consent lifecycle (requests, links, signing keys...) live beside it.
+import gate.consent.tables  # noqa: E402, F401

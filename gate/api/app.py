@@ -37,6 +37,7 @@ from gate.api.schemas import (
 )
 from gate.api.services import Runner, Services
 from gate.api.settings import ApiSettings
+from gate.consent.http import router as consent_router
 from gate.db import make_engine
 from gate.engine import FaceGate
 from gate.settings import Settings
@@ -80,6 +81,10 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
             yield
         finally:
             app.state.services = None
+            consent_service = getattr(app.state, "consent", None)
+            if consent_service is not None:
+                consent_service.close()
+                app.state.consent = None
             if gate is None:
                 engine.close()
 
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
     install_error_handlers(app)
     for module in (check, subjects, grants, audit, health):
         app.include_router(module.router)
+    app.include_router(consent_router)  # JWKS, revocations, consent requests, portal
     metrics_deps = [Depends(require("admin"))] if api.metrics_auth == "admin" else []
     app.add_api_route("/metrics", health.metrics, methods=["GET"], tags=["health"],
                       dependencies=metrics_deps, response_class=PlainTextResponse)

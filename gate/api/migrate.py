@@ -20,7 +20,6 @@ from gate.errors import StorageError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-INITIAL_REVISION = "0001"
 
 
 def migrations_dir() -> Path:
@@ -96,6 +95,6 @@ def upgrade(url: str, revision: str = "head") -> str | None:
     config = _config(url)
     if _unversioned_tables(url):
         _adopt(url)
-        command.stamp(config, INITIAL_REVISION)
+        command.stamp(config, "head")  # adoption created every table of the head schema
     command.upgrade(config, revision)
     return current_revision(url)

@@ -20,7 +20,6 @@ from gate import db
 from gate.errors import NotFound, StorageError
 from gate.types import Grant, Requester, Subject, SubjectStatus
 
-
 _FEED_LOCK = 0x6761_7466  # "gatf": serialises change-feed writers on PostgreSQL
 
 
@@ -169,7 +168,9 @@ class SqlConsentStore:
             conn.execute(delete(db.grants).where(db.grants.c.subject_id == subject_id))
             conn.execute(delete(db.templates).where(db.templates.c.subject_id == subject_id))
             n = conn.execute(delete(db.subjects).where(db.subjects.c.subject_id == subject_id))
-            conn.execute(delete(db.changes).where(db.changes.c.subject_id == subject_id))
+            # Keep the feed rows (so SQLite never reuses their seq) but drop the id from them.
+            conn.execute(update(db.changes).where(db.changes.c.subject_id == subject_id)
+                         .values(subject_id=None))
             self._record(conn, "subject_delete", subject_id)
             return bool(n.rowcount)
 

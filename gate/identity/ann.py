@@ -193,7 +193,9 @@ class HnswIndex:
             total = len(self._index)
             if self._live == 0:
                 return [[] for _ in range(len(q))]
-            want = min(total, max(k * self._max_templates, self._expansion_search))
+            # usearch explores max(count, expansion_search) candidates anyway; a subject
+            # with many templates only costs its own queries a deeper retry below.
+            want = min(total, max(k * min(self._max_templates, 4), self._expansion_search))
             keys, distances, counts = self._raw_search(q, want)
             results: list[list[IndexHit]] = []
             for row in range(len(q)):

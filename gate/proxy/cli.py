@@ -24,6 +24,7 @@ def run_proxy(mode: str, upstream: str, host: str = "127.0.0.1", port: int = 808
 
     from gate.api.keys import KeyStore
     from gate.api.logging import configure_logging
+    from gate.api.settings import ApiSettings
     from gate.db import make_engine
     from gate.engine import FaceGate
     from gate.proxy.app import create_proxy_app
@@ -32,7 +33,7 @@ def run_proxy(mode: str, upstream: str, host: str = "127.0.0.1", port: int = 808
 
     if mode not in MODES:
         raise typer.BadParameter(f"mode must be one of {', '.join(MODES)}")
-    configure_logging()
+    configure_logging(ApiSettings().log_level)
     settings = Settings(data_dir=data_dir)
     if not settings.database_url:
         data_dir.mkdir(parents=True, exist_ok=True)

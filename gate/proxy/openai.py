@@ -49,6 +49,7 @@ def map_generation(body: Any) -> tuple[GateFields, Forward]:
         raise Malformed("the request body must be a JSON object")
     prompt = _required_text(body.get("prompt"), "prompt")
     user = _optional_text(body.get("user"), "user")
+    _no_stream(body.get("stream"))
     forwarded = dict(body)
     if forwarded.get("response_format") == "url":
         forwarded["response_format"] = "b64_json"
@@ -66,6 +67,7 @@ def map_edit(parts: Sequence[Part]) -> tuple[GateFields, Forward]:
         raise Malformed("Give at most one non-empty 'mask'.", param="mask")
     text = _texts(parts)
     prompt = _required_text(text.get("prompt"), "prompt")
+    _no_stream(text.get("stream"))
     inputs = [ImageInput(role="init", data=p.data) for p in images] + \
              [ImageInput(role="mask", data=p.data) for p in masks]
     fields = GateFields(operation="inpaint" if masks else "edit", images=tuple(inputs),
@@ -91,6 +93,13 @@ def _multipart_forward(path: str, parts: Sequence[Part]) -> Forward:
                  for p in parts]
     content, content_type = encode_multipart(rewritten)
     return Forward(path, content, content_type)
+
+
+def _no_stream(value: Any) -> None:
+    """Streamed partial images would reach the client before they could be screened."""
+    if value is True or (isinstance(value, str) and value.lower() == "true"):
+        raise Malformed("streaming is not available through the consent gate; send "
+                        "stream=false", param="stream")
 
 
 def _texts(parts: Sequence[Part]) -> dict[str, str]:

@@ -41,7 +41,7 @@ def create_all(url: str) -> None:
 
 
 def check_equal(migrated: str, reference: str) -> None:
-    assert upgrade(migrated) == "0001"
+    assert upgrade(migrated) == "0002"
     create_all(reference)
     assert schema_differences(migrated) == []
     assert describe(migrated) == describe(reference)
@@ -62,13 +62,13 @@ def test_upgrade_is_idempotent_and_adopts_create_all(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     create_all(url)
     assert current_revision(url) is None
-    assert upgrade(url) == "0001"
-    assert upgrade(url) == "0001"
+    assert upgrade(url) == "0002"
+    assert upgrade(url) == "0002"
 
 
 def test_db_upgrade_command(tmp_path: Path) -> None:
     r = CliRunner().invoke(standalone(), ["db", "upgrade", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
-    assert "revision 0001" in r.stdout
+    assert "revision 0002" in r.stdout
     r = CliRunner().invoke(standalone(), ["db", "current", "--data-dir", str(tmp_path / "d")])
-    assert r.stdout.strip() == "0001"
+    assert r.stdout.strip() == "0002"

@@ -28,6 +28,8 @@ with warnings.catch_warnings():  # starlette suggests httpx2; TestClient works o
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
+__all__ = ["TestClient"]
+
 PROTECTED = noise_png(1)
 CONSENTING = noise_png(3)
 STRANGER = noise_png(7)

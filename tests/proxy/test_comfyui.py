@@ -145,7 +145,9 @@ def test_apps_cannot_see_each_others_outputs(
 def test_malformed_prompts_get_comfyui_errors(make_proxy: ProxyFactory,
                                               comfyui_upstream: Upstream) -> None:
     proxy = make_proxy("comfyui", comfyui_upstream.url)
-    for body in ({"client_id": "x"}, {"prompt": []}, {"prompt": {"1": {"inputs": {}}}}):
+    bodies: list[dict[str, Any]] = [{"client_id": "x"}, {"prompt": []},
+                                    {"prompt": {"1": {"inputs": {}}}}]
+    for body in bodies:
         r = proxy.post("/prompt", json=body)
         assert r.status_code == 400, body
         assert set(r.json()["error"]) == {"type", "message", "details", "extra_info"}

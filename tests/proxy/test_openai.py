@@ -152,6 +152,8 @@ def test_malformed_requests_get_openai_errors(
     assert _openai_error(r, 400)["error"]["param"] == "prompt"
     r = proxy.post(GEN, json={"prompt": 5})
     assert _openai_error(r, 400)["error"]["param"] == "prompt"
+    r = proxy.post(GEN, json={"prompt": "x", "stream": True, "partial_images": 2})
+    assert _openai_error(r, 400)["error"]["param"] == "stream"
     r = proxy.post(EDITS, data={"prompt": "x"})
     assert r.status_code == 400
     r = proxy.post(EDITS, data={"prompt": "x"}, files={"mask": ("m.png", STRANGER)})

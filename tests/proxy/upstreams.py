@@ -206,6 +206,12 @@ class Served:
                 raise RuntimeError("the server did not start")
             time.sleep(0.01)
 
+    @staticmethod
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)

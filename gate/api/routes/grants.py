@@ -10,6 +10,7 @@ from gate.api.auth import require
 from gate.api.routes import AUTH, errors
 from gate.api.schemas import RECORD_ID, GrantBody
 from gate.api.services import services
+from gate.consent.http import consent
 from gate.types import Grant
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"],
@@ -19,10 +20,11 @@ router = APIRouter(prefix="/v1/grants", tags=["grants"],
 @router.post("", status_code=201, response_model=Grant,
              responses=errors(400, 404, 413, 415, 422, *AUTH))
 async def grant(request: Request, body: GrantBody) -> Grant:
-    """Record a subject's consent for a grantee app (durable before it answers)."""
+    """Record a subject's consent for a grantee app (durable before it answers); the
+    answer carries the grant's signed token (compact JWS, verifiable with the JWKS)."""
     svc = services(request)
     fields = body.model_dump(exclude={"subject_id"})
-    return await svc.runner.call(svc.gate.grant, body.subject_id, **fields)
+    return await svc.runner.call(consent(request).grant, body.subject_id, **fields)
 
 
 @router.delete("/{grant_id}", response_model=Grant, responses=errors(404, 422, *AUTH))
