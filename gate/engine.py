@@ -57,6 +57,7 @@ from gate.types import (
 )
 from gate.vision.align import align_face
 from gate.vision.detect import Detection, FaceDetector, box_iou
+from gate.vision.age import AgeEstimator
 from gate.vision.embed import FaceEmbedder
 from gate.vision.quality import face_quality
 
@@ -76,6 +77,8 @@ class _Face:
     quality: float = 0.0
     crop: np.ndarray | None = None
     vector: np.ndarray | None = None
+    age_years: float | None = None  # estimated only when a request needs it
+    age_band: str | None = None
 
 
 @dataclass(slots=True)
@@ -94,6 +97,7 @@ class Parts:
 
     detector: FaceDetector
     embedder: FaceEmbedder
+    age: AgeEstimator
     index: IdentityIndex
     store: ConsentStore
     policy: PolicyEngine
@@ -396,14 +400,16 @@ class FaceGate:
         t = time.perf_counter()
         self.sync()
         timer.add("sync", t)
-        faces = self._analyse(request, timer)
+        t = time.perf_counter()
+        content, text_rules = self._effective_content(request)
+        t = timer.add("screen", t)
+        faces = self._analyse(request, timer, need_age="sexual" in content)
         t = time.perf_counter()
         vectors = np.stack([f.vector for f in faces]) if faces else np.zeros((0, 1), np.float32)  # type: ignore[misc]
         hits = self.parts.index.search(vectors, k=3) if faces else []
         t = timer.add("search", t)
-        content, text_rules = self._effective_content(request)
         name_hits = self._names_in_prompt(request)
-        t = timer.add("screen", t)
+        t = timer.add("names", t)
         results, needs = self._classify(request, faces, hits, name_hits, content)
         t = timer.add("identify", t)
         purposes = self._grant_purposes(results)
@@ -432,13 +438,16 @@ class FaceGate:
         return decision.model_copy(update={"latency_ms": dict(timer.stages)})
 
     # -- pipeline stages -----------------------------------------------------------------
-    def _analyse(self, request: GateRequest, timer: _Timer) -> list[_Face]:
-        """Faces (box, quality, vector) of every input; byte-identical images are cached."""
+    def _analyse(self, request: GateRequest, timer: _Timer, need_age: bool) -> list[_Face]:
+        """Faces (box, quality, vector, and age when needed) of every input; byte-identical
+        images are served from the analysis cache."""
         per_image: list[list[_Face]] = []
         fresh: list[tuple[int, str]] = []
         for i, img in enumerate(request.images):
             digest = img.sha256
             cached = self._analyses.get(digest)
+            if cached is not None and need_age and any(f.age_band is None for f in cached):
+                cached = None  # analysed before without age: run again with pixels
             if cached is None:
                 t = time.perf_counter()
                 decoded = decode_image(img.data, self._limits)
@@ -448,12 +457,21 @@ class FaceGate:
                 fresh.append((i, digest))
             else:
                 per_image.append([_Face(i, f.frame_index, img.role, f.det, f.scale, None,
-                                        f.quality, None, f.vector) for f in cached])
+                                        f.quality, None, f.vector, f.age_years, f.age_band)
+                                  for f in cached])
         new_faces = [f for i, _ in fresh for f in per_image[i]]
         t = time.perf_counter()
         for face in new_faces:
             self._prepare(face)
         t = timer.add("align", t)
+        if need_age:
+            for face in new_faces:
+                assert face.pixels is not None and face.crop is not None
+                estimate = self.parts.age.estimate(face.pixels, face.det.bbox,
+                                                   face.det.landmarks_array(), face.crop)
+                face.age_years = None if estimate.years != estimate.years else estimate.years
+                face.age_band = estimate.band
+            t = timer.add("age", t)
         if new_faces:
             vectors = self.parts.embedder.embed([f.crop for f in new_faces])  # type: ignore[misc]
             for face, vec in zip(new_faces, vectors, strict=True):
@@ -567,7 +585,8 @@ class FaceGate:
                 role=face.role, bbox=bbox, det_score=round(face.det.score, 4),
                 quality=round(face.quality, 4), size_px=size_px, identity=identity,
                 subject_id=subject_id, subject_status=status, similarity=similarity,
-                grant_id=grant_id,
+                grant_id=grant_id, age_band=face.age_band,
+                apparent_age=None if face.age_years is None else round(face.age_years, 1),
             ))
         for n, subject_id in enumerate(name_hits):
             identity, status, grant_id = identify(subject_id)
@@ -669,11 +688,7 @@ RESTRICTIVENESS = {
 
 def _age_band(face: FaceResult) -> str:
     """Policy age band of a face; ``unknown`` when no estimate was made."""
-    if face.apparent_age is None:
-        return "unknown"
-    from gate.vision.age import age_band
-
-    return age_band(face.apparent_age)
+    return face.age_band or "unknown"
 
 
 def _utc(value: datetime | None) -> datetime | None:

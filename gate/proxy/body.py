@@ -60,9 +60,28 @@ async def read_body(request: Request, limit: int) -> bytes:
 def parse_json(body: bytes, *, status: int = 400) -> Any:
     """The JSON document, or ``Malformed`` with ``status`` (400, or 422 for FastAPI apps)."""
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise Malformed(f"the JSON key '{exc.key}' is repeated", param=exc.key,
+                        status=status) from None
     except (ValueError, UnicodeDecodeError):
         raise Malformed("the request body is not valid JSON", status=status) from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A repeated key is refused: the upstream might read another copy than the gate."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key[:64])
+        out[key] = value
+    return out
 
 
 def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
@@ -140,7 +159,8 @@ def _quote(value: str) -> str:
 def inline_image(value: str) -> bytes | None:
     """The bytes of an image given inline as base64 or a data URL, else ``None``."""
     try:
-        data = base64.b64decode(DATA_URL.sub("", value, count=1), validate=True)
+        data = base64.b64decode("".join(DATA_URL.sub("", value, count=1).split()),
+                                validate=True)
     except (binascii.Error, ValueError):
         return None
     return data if sniff_format(data) is not None else None

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gate.proxy.body import inline_image
+from gate.proxy.body import encode_multipart, inline_image
 from gate.proxy.types import Forward, GateFields, Malformed, Part, Unverifiable
 from gate.types import ImageInput
 
@@ -150,17 +150,19 @@ def history_outputs(doc: Any) -> dict[str, list[ImageRef]]:
 # --------------------------------------------------------------------------- uploads
 
 
-def map_upload(parts: Sequence[Part], raw: bytes, content_type: str) -> tuple[GateFields,
-                                                                              Forward]:
+def map_upload(parts: Sequence[Part]) -> tuple[GateFields, Forward]:
     """``POST /upload/image``: the file is pre-screened as a ``txt2img`` reference (only a
-    ``deny``, e.g. a protected person, refuses it) and forwarded byte for byte; the gate
-    decides with the real operation when a prompt uses it."""
-    images = [p for p in parts if p.name == "image" and p.is_file]
-    if len(images) != 1 or not images[0].data:
+    ``deny``, e.g. a protected person, refuses it) and forwarded re-encoded from the parts
+    checked here (so the upstream cannot parse another file out of the same body); the
+    gate decides with the real operation when a prompt uses it."""
+    images = [p for p in parts if p.name == "image"]
+    if len(images) != 1 or not images[0].is_file or not images[0].data:
         raise Malformed("send exactly one file in the 'image' field", param="image")
+    if len({p.name for p in parts}) != len(parts):
+        raise Malformed("a form field is repeated", param="image")
     fields = GateFields(operation="txt2img",
                         images=(ImageInput(role="reference", data=images[0].data),))
-    return fields, Forward(UPLOAD, raw, content_type)
+    return fields, Forward(UPLOAD, *encode_multipart(parts))
 
 
 # --------------------------------------------------------------------------- the workflow
@@ -238,6 +240,11 @@ class _Workflow:
         if "LoadImage" in cls and isinstance(image, str):
             default = "output" if cls == "LoadImageOutput" else "input"
             return image_ref(image, default)
+        if "Load" in cls and ("Image" in cls or "Video" in cls):
+            # A loader whose file the gate cannot name (a linked file name, a directory,
+            # a batch, a video) would feed pixels the gate never saw.
+            raise Unverifiable(f"the consent gate cannot check what {cls} loads; use "
+                               "LoadImage with an uploaded file", param=cls)
         return None
 
     def _ancestors(self, start: Any, polarity: str | None = None) -> set[str]:

@@ -103,9 +103,13 @@ def _no_stream(value: Any) -> None:
 
 
 def _texts(parts: Sequence[Part]) -> dict[str, str]:
+    """The text fields; a repeated one is refused (the upstream might read another copy
+    than the one screened here)."""
     out: dict[str, str] = {}
     for p in parts:
         if not p.is_file and p.name not in _IMAGE_FIELDS and p.name != "mask":
+            if p.name in out:
+                raise Malformed(f"the field '{p.name}' is repeated", param=p.name)
             out[p.name] = p.text()
     return out
 

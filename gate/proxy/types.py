@@ -38,8 +38,6 @@ class Forward:
     content_type: str | None = None
     method: str = "POST"
     params: tuple[tuple[str, str], ...] = ()
-    #: Mapping-specific notes for the response step (e.g. the client asked for URLs).
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ def test_check_ok_prints_the_rule_count() -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("OK ")
     assert "default@" in result.stdout
-    assert "10 rules (+2 core rules)" in result.stdout
+    assert "11 rules (+3 core rules)" in result.stdout
 
 
 def test_check_error_prints_file_line_and_exits_1(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_check_error_prints_file_line_and_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(policy_app, ["check", str(POLICIES / "default.yaml"), str(bad)])
     assert result.exit_code == 1
     assert "OK " in result.stdout
-    assert result.stderr.startswith(f"{bad}:{line}: field 'rules[3].effect': ")
+    assert result.stderr.startswith(f"{bad}:{line}: field 'rules[4].effect': ")
     assert "did you mean 'needs_consent'?" in result.stderr
 
 
@@ -60,7 +60,7 @@ def test_test_infers_the_policy_from_the_table_name(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         f"PASS {tmp_path}/tests/mine.yaml:1 own face: allow ['allow.self']",
         f"note: {tmp_path}/tests/mine.yaml: no case expects rule(s) "
-        "sexual.face_not_covered, nudify.uncovered_face, nudify.no_face, "
+        "sexual.face_not_covered, nudify.uncovered_face, nudify.no_face, face_operation.no_face, "
         "consent.subject_not_covered, consent.unknown_face_sensitive, "
         "consent.unidentifiable_face_sensitive, allow.consented, allow.face_unchanged, "
         "allow.no_faces",

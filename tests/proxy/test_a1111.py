@@ -70,6 +70,9 @@ def test_img2img_of_an_unknown_face_is_allowed_but_inpaint_needs_consent(
     r = proxy.post(a1111.IMG2IMG, json={"prompt": "oil painting", "denoising_strength": 0.4,
                                          "init_images": [b64(STRANGER, data_url=True)]})
     assert r.status_code == 200, r.text
+    wrapped = "\n".join(b64(STRANGER)[i:i + 76] for i in range(0, len(b64(STRANGER)), 76))
+    r = proxy.post(a1111.IMG2IMG, json={"init_images": [wrapped]})  # MIME-wrapped base64
+    assert r.status_code == 200, r.text
     r = proxy.post(a1111.IMG2IMG, json={"prompt": "new shirt", "init_images": [b64(STRANGER)],
                                          "mask": b64(CONSENTING)})
     assert r.status_code == 403

@@ -50,6 +50,18 @@ def test_img2img_end_to_end_upload_prompt_history_view(
     assert r.headers["x-gate-request-id"]
 
 
+def test_view_forwards_only_the_checked_file(
+        make_proxy: ProxyFactory, comfyui_upstream: Upstream, people: People) -> None:
+    comfyui_upstream.state.files[("output", "", "unchecked.png")] = PROTECTED
+    proxy = make_proxy("comfyui", comfyui_upstream.url)
+    proxy.post("/prompt", json={"prompt": wf.txt2img()})
+    r = proxy.get("/view?filename=unchecked.png&filename=ComfyUI_00001_.png&type=output"
+                  "&preview=webp;90")
+    assert r.status_code == 200, r.text
+    sent = comfyui_upstream.state.received[-1]["raw_query"]
+    assert "unchecked" not in sent and sent.count("filename=") == 1
+
+
 def test_view_without_history_call_finds_the_checked_prompt(
         make_proxy: ProxyFactory, comfyui_upstream: Upstream, people: People) -> None:
     proxy = make_proxy("comfyui", comfyui_upstream.url)
@@ -211,3 +223,12 @@ def test_unverifiable_and_malformed_workflows() -> None:
         _plan(graph)
     with pytest.raises(Malformed):
         _plan(wf.img2img("../../etc/passwd"))
+    graph = wf.img2img("x.png")
+    graph["10"]["inputs"]["image"] = ["90", 0]  # a file name the gate cannot see
+    graph["90"] = {"class_type": "PrimitiveString", "inputs": {"value": "x.png"}}
+    with pytest.raises(Unverifiable):
+        _plan(graph)
+    graph = wf.txt2img()
+    graph["91"] = {"class_type": "VHS_LoadImagesPath", "inputs": {"directory": "/data"}}
+    with pytest.raises(Unverifiable):
+        _plan(graph)

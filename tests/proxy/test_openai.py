@@ -164,6 +164,13 @@ def test_malformed_requests_get_openai_errors(
                    data={"prompt": "x"})
     assert _openai_error(r, 400)["error"]["code"] in ("unsupported_media_type",
                                                       "invalid_image")
+    # A repeated field or key could be read differently upstream than here: refused.
+    r = proxy.post(EDITS, data={"prompt": ["a hat", "Pat Protected"]},
+                   files={"image": ("a.png", STRANGER, "image/png")})
+    assert _openai_error(r, 400)["error"]["param"] == "prompt"
+    r = proxy.post(GEN, content=b'{"prompt": "a boat", "prompt": "Pat Protected"}',
+                   headers={"content-type": "application/json"})
+    assert _openai_error(r, 400)["error"]["param"] == "prompt"
     r = proxy.get("/v1/chat/completions")
     assert _openai_error(r, 404)["error"]["code"] == "not_found"
     assert openai_upstream.state.received == []

@@ -51,7 +51,8 @@ def _b64(data: bytes) -> str:
 async def _record(state: State, request: Request) -> dict[str, Any]:
     entry: dict[str, Any] = {"path": request.url.path, "method": request.method,
                              "headers": dict(request.headers),
-                             "query": dict(request.query_params)}
+                             "query": dict(request.query_params),
+                             "raw_query": request.url.query}
     kind = request.headers.get("content-type", "")
     if kind.startswith("application/json"):
         entry["json"] = json.loads(await request.body())

@@ -105,12 +105,7 @@ def protected_gate(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory
     gate.close()
 
 
-#: Known fail-open: the face is not detected at all, and the policy's ``allow.no_faces``
-#: allows a face_swap with no face in it. Strict, so the marker goes once it is fixed.
-NO_FACE_ALLOWED = pytest.mark.xfail(
-    strict=True, reason="rot90 of 000325_00925954.jpg: no face detected -> allow.no_faces")
-PROBE_CASES = [pytest.param(n, marks=NO_FACE_ALLOWED) if n == "rot90" else n
-               for n in TRANSFORMS]
+PROBE_CASES = list(TRANSFORMS)
 
 
 @pytest.mark.parametrize("name", PROBE_CASES)

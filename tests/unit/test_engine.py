@@ -397,3 +397,18 @@ def test_ambiguous_match_takes_the_most_restrictive_reading(gate: FaceGate) -> N
     protected = gate.enroll([BOB], display_name="Lookalike", status="protected")
     d = gate.check(req("face_swap", BOB))
     assert d.verdict == "deny" and d.faces[0].subject_id == protected.subject_id
+
+
+def test_erasure_through_one_process_reaches_another(tmp_path: Path) -> None:
+    first = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    second = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    try:
+        ada = first.enroll([ADA], display_name="Ada", status="protected")
+        assert second.check(req("face_swap", ADA)).verdict == "deny"  # learnt from the feed
+        first.erase(ada.subject_id)  # its feed rows were the newest: seq must still grow
+        assert second.sync() >= 1
+        assert len(second.parts.index) == 0
+        assert second.check(req("face_swap", ADA)).faces[0].identity == "unknown"
+    finally:
+        first.close()
+        second.close()

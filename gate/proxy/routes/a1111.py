@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 from gate.proxy import a1111
 from gate.proxy.body import parse_json, read_body
@@ -36,7 +37,5 @@ async def listing(request: Request, listing: str) -> Response:
     svc = services(request)
     await svc.auth.caller(request)
     if listing not in LISTINGS:
-        from starlette.exceptions import HTTPException
-
         raise HTTPException(404)
     return passthrough(await svc.upstream.get(request.url.path, [], request.headers))

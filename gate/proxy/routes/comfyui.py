@@ -37,7 +37,7 @@ async def upload_image(request: Request) -> Response:
     caller = await svc.auth.caller(request)
     raw = await read_body(request, svc.settings.max_body_bytes)
     content_type = request.headers.get("content-type", "")
-    fields, forward = comfyui.map_upload(parse_multipart(raw, content_type), raw, content_type)
+    fields, forward = comfyui.map_upload(parse_multipart(raw, content_type))
     decision = await svc.guard.check(caller, fields, prescreen=True)
     answer = await svc.upstream.send(forward, request.headers)
     if answer.ok:
@@ -79,28 +79,24 @@ async def view(request: Request) -> Response:
     svc = services(request)
     caller = await svc.auth.caller(request)
     ref = comfyui.query_ref(request.query_params)
-    app_id = caller.requester.app_id
-    if ref.type == "input":
-        if svc.ledger.upload_sha256(app_id, ref) is None:
+    # Only the validated file reference (and the two rendering options) go upstream, so a
+    # repeated query parameter cannot name another file than the one checked here.
+    query = [*ref.params(), *((k, v) for k in ("preview", "channel")
+                              if (v := request.query_params.get(k)))]
+    if ref.type == "input":  # the app's own upload, screened when it came in
+        if svc.ledger.upload_sha256(caller.requester.app_id, ref) is None:
             raise ProxyError(403, "not_checked", "this image was not uploaded through the "
                              "consent gate by this app")
-        return passthrough(await svc.upstream.get(
-            comfyui.VIEW, list(request.query_params.multi_items()), request.headers))
-    found = svc.ledger.output_of(app_id, ref) or await _find_output(svc, request, app_id, ref)
+        return passthrough(await svc.upstream.get(comfyui.VIEW, query, request.headers))
+    found = svc.ledger.output_of(caller.requester.app_id, ref) or \
+        await _find_output(svc, request, caller.requester.app_id, ref)
     if found is None:
         raise ProxyError(403, "not_checked", "this image does not come from a prompt the "
                          "consent gate checked for this app")
-    answer = await svc.upstream.get(comfyui.VIEW, list(request.query_params.multi_items()),
-                                    request.headers)
+    answer = await svc.upstream.get(comfyui.VIEW, query, request.headers)
     if not answer.ok:
         return passthrough(answer)
-    record = found[1]
-    decision, fields = _replay(record)
-    owner = caller.requester.model_copy(update={"user_id": record.user_id})
-    released = await svc.guard.release(Caller(owner, caller.request_id), decision, fields,
-                                       [answer.content], grant_ids=record.grant_ids)
-    return Response(released[0].data, media_type=released[0].media_type,
-                    headers=gate_headers(decision, released))
+    return await _release(svc, caller, found[1], answer.content)
 
 
 async def listing(request: Request) -> Response:
@@ -156,6 +152,18 @@ async def _find_output(svc: Services, request: Request, app_id: str,
         if found is not None:
             return found
     return None
+
+
+async def _release(svc: Services, caller: Caller, record: PromptRecord,
+                   image: bytes) -> Response:
+    """Screen one output of a checked prompt as that prompt's requester, then label it."""
+    decision, fields = _replay(record)
+    owner = Caller(caller.requester.model_copy(update={"user_id": record.user_id}),
+                   caller.request_id)
+    released = await svc.guard.release(owner, decision, fields, [image],
+                                       grant_ids=record.grant_ids)
+    return Response(released[0].data, media_type=released[0].media_type,
+                    headers=gate_headers(decision, released))
 
 
 def _record(caller: Caller, fields: GateFields, decision: Decision) -> PromptRecord:
