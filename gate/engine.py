@@ -55,9 +55,9 @@ from gate.types import (
     Subject,
     SubjectStatus,
 )
+from gate.vision.age import AgeEstimator
 from gate.vision.align import align_face
 from gate.vision.detect import Detection, FaceDetector, box_iou
-from gate.vision.age import AgeEstimator
 from gate.vision.embed import FaceEmbedder
 from gate.vision.quality import face_quality
 

@@ -15,8 +15,8 @@ from gate.settings import Settings
 
 if TYPE_CHECKING:
     from gate.engine import FaceGate
-    from gate.vision.detect import FaceDetector
     from gate.vision.age import AgeEstimator
+    from gate.vision.detect import FaceDetector
     from gate.vision.embed import FaceEmbedder
 
 
