@@ -38,6 +38,7 @@ from gate.errors import (
 from gate.identity.index import IdentityIndex
 from gate.identity.templates import TemplateCipher
 from gate.imaging import DecodedImage, DecodeLimits, decode_image
+from gate.imaging.video import VideoLimits, decode_video, is_video
 from gate.policy.evaluate import FaceFacts, PolicyEngine, RequestFacts
 from gate.settings import Settings
 from gate.types import (
@@ -127,6 +128,11 @@ class FaceGate:
             max_side_px=settings.max_side_px, max_frames=settings.max_frames,
             max_total_pixels=settings.max_total_pixels, target_side_px=settings.decode_side_px,
         )
+        self._video_limits = VideoLimits(
+            max_bytes=settings.max_video_bytes, max_duration_s=settings.max_video_seconds,
+            max_sampled_frames=settings.max_video_frames,
+            sample_every_s=settings.video_sample_every_s,
+            max_decode_s=settings.check_timeout_s)
         self._load_index()
 
     # -- construction -------------------------------------------------------------------
@@ -460,7 +466,7 @@ class FaceGate:
                 cached = None  # analysed before without age: run again with pixels
             if cached is None:
                 t = time.perf_counter()
-                decoded = decode_image(img.data, self._limits)
+                decoded = self._decode(img.data)
                 t = timer.add("decode", t)
                 per_image.append(self._detect(decoded, i, img.role))
                 timer.add("detect", t)
@@ -490,6 +496,12 @@ class FaceGate:
         for i, digest in fresh:
             self._analyses.put(digest, tuple(per_image[i]))
         return [f for faces in per_image for f in faces]
+
+    def _decode(self, data: bytes) -> DecodedImage:
+        """Images (every frame of an animation) or videos (sampled frames)."""
+        if is_video(data):
+            return decode_video(data, self._video_limits)
+        return decode_image(data, self._limits)
 
     def _detect(self, decoded: DecodedImage, image_index: int, role: str) -> list[_Face]:
         out: list[_Face] = []

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     #: Longest side of decoded frames (downscale-on-decode; JPEG never decodes more).
     decode_side_px: int = Field(default=2048, ge=256)
 
+    # --- video (video_face_swap and any input that is a video) ---------------------------
+    max_video_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    max_video_seconds: float = Field(default=600.0, gt=0.0)
+    #: Frames checked per video at most (every ``video_sample_every_s`` plus scene cuts).
+    max_video_frames: int = Field(default=240, ge=1)
+    video_sample_every_s: float = Field(default=0.5, gt=0.0)
+
     # --- time ------------------------------------------------------------------------------
     #: A check that takes longer is denied (``core.fail_closed``, fault ``timeout``).
     check_timeout_s: float = Field(default=20.0, gt=0.0)
