@@ -35,6 +35,10 @@ def _mount_subapps() -> None:
     app.add_typer(db_app, name="db", help="Database schema migrations.")
     app.add_typer(consent_app, name="consent",
                   help="Consent lifecycle: retention, grant tokens, portal links.")
+    from gate.evaluation.cli import eval_command
+
+    app.command("eval", help="Efficacy under evasion on a labelled photo folder.")(
+        eval_command)
 
 
 _mount_subapps()
@@ -269,6 +273,31 @@ def demo(data_dir: Annotated[Path | None, typer.Option(help="Where to keep demo 
     from gate.demo import run_demo
 
     run_demo(data_dir)
+
+
+@app.command()
+def bench(
+    iterations: Annotated[int, typer.Option(help="Timed iterations per case.")] = 30,
+    threads: Annotated[bool, typer.Option(help="Also measure 1/2/4-thread throughput.")]
+    = True,
+    as_json: JsonOut = False,
+) -> None:
+    """Run the standard benchmarks (baselines measured in the same run) and print a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gate.evaluation.bench import rows, run_check_latency
+
+    report = run_check_latency(iterations, threads)
+    if as_json:
+        _emit(report, True)
+        return
+    table = Table(title="consent-gate benchmarks (this machine, this run)")
+    table.add_column("measure")
+    table.add_column("value")
+    for name, value in rows(report):
+        table.add_row(name, value)
+    Console().print(table)
 
 
 def main() -> None:
