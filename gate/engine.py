@@ -152,11 +152,14 @@ class FaceGate:
     def close(self) -> None:
         with self._lock:
             if not self._closed:
-                self._closed = True
+                self._closed = True  # first: no decision is made from here on
                 self._workers.shutdown(wait=False, cancel_futures=True)
-                self.parts.index.clear()
                 self._analyses.clear()
-                self.parts.store.close()
+                for step in (self.parts.index.clear, self.parts.store.close):
+                    try:
+                        step()
+                    except Exception:  # close every part regardless
+                        log.exception("error while closing the gate")
 
     def __enter__(self) -> FaceGate:
         return self
@@ -347,6 +350,27 @@ class FaceGate:
                 [*_active(key_file)]))
         self._audit_event("rotate_template_key", subject_ids=[], detail=new_cipher.key_id)
         return count
+
+    def reload_policy(self, path: Path | None = None) -> str:
+        """Load the policy file again; on any error keep the last good policy and raise.
+
+        Returns the new policy version. The caller (CLI, SIGHUP handler, admin route)
+        reports the ``PolicyError``; decisions keep using the previous, valid policy.
+        """
+        from gate.policy.evaluate import RulePolicyEngine
+        from gate.policy.load import load_policy
+
+        source = path or self.settings.policy_file
+        try:
+            engine = RulePolicyEngine(load_policy(source))
+        except GateError:
+            log.error("policy reload failed; keeping the last good policy",
+                      extra={"policy_version": self.parts.policy.version})
+            raise
+        with self._lock:
+            self.parts = dataclasses.replace(self.parts, policy=engine)
+        self._audit_event("policy_reload", subject_ids=[], detail=engine.version)
+        return engine.version
 
     def verify_audit(self) -> AuditVerification:
         return self.parts.audit.verify()
@@ -660,7 +684,7 @@ class FaceGate:
         )
         try:
             self._audit_decision(request, decision, [])
-        except GateError:
+        except Exception:  # noqa: BLE001 -- the deny stands even if it cannot be audited
             log.error("audit append failed", extra={"request_id": request_id})
         return decision
 

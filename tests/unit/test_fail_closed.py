@@ -145,3 +145,67 @@ def test_hung_model_times_out_into_deny(tmp_path: Path) -> None:
     finally:
         release.set()
         gate.close()
+
+
+def test_invalid_policy_at_reload_keeps_the_last_good_one(tmp_path: Path) -> None:
+    from gate.errors import PolicyError
+    from gate.settings import DEFAULT_POLICY
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(DEFAULT_POLICY.read_text())
+    gate = FaceGate.open(tmp_path / "d", detector="fake", embedder="fake", policy_file=policy)
+    try:
+        before = gate.parts.policy.version
+        policy.write_text(DEFAULT_POLICY.read_text().replace("effect: deny", "effect: dney"))
+        with pytest.raises(PolicyError):
+            gate.reload_policy()
+        assert gate.parts.policy.version == before
+        assert _swap(gate).verdict == "needs_consent"  # still the strict default policy
+        policy.write_text(DEFAULT_POLICY.read_text().replace("2026-11-25.1", "2026-11-26.1"))
+        assert gate.reload_policy().endswith("2026-11-26.1")
+    finally:
+        gate.close()
+
+
+#: Every stage of the decision path; a fault in any of them must end in deny.
+STAGES = ["sync", "_decode", "_detect", "_prepare", "_effective_content", "_names_in_prompt",
+          "_classify", "_grant_purposes", "_consume_uses", "_audit_decision"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_stage_can_turn_an_exception_into_allow(tmp_path: Path, stage: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"], max_uses=100)
+    try:
+        assert _swap(gate).verdict == "allow"
+        gate._analyses.clear()
+        monkeypatch.setattr(gate, stage, _raise)
+        d = _swap(gate)
+        assert d.verdict == "deny" and d.rule_ids == ["core.fail_closed"], stage
+    finally:
+        monkeypatch.undo()
+        gate.close()
+
+
+@pytest.mark.parametrize("part", ["index", "policy", "embedder", "age"])
+def test_no_part_can_turn_an_exception_into_allow(tmp_path: Path, part: str) -> None:
+    class Exploding:
+        def __getattr__(self, name: str) -> Any:
+            if name in {"version", "pack_id", "dim"}:
+                return getattr(original, name)
+            return _raise
+
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"],
+               content=["general", "sexual"])
+    original = getattr(gate.parts, part)
+    try:
+        _replace(gate, **{part: Exploding()})
+        d = gate.check(GateRequest(operation="face_swap", requester=STUDIO, content=["sexual"],
+                                   images=[ImageInput(role="target", data=BOB)]))
+        assert d.verdict == "deny" and d.rule_ids == ["core.fail_closed"], part
+    finally:
+        gate.close()
