@@ -60,6 +60,7 @@ from gate.vision.age import AgeEstimator
 from gate.vision.align import align_face
 from gate.vision.detect import Detection, FaceDetector, box_iou
 from gate.vision.embed import FaceEmbedder
+from gate.vision.nudity import NudityClassifier
 from gate.vision.quality import face_quality
 
 log = logging.getLogger("gate")
@@ -105,6 +106,8 @@ class Parts:
     audit: AuditSink
     cipher: TemplateCipher
     audit_key: bytes
+    #: Optional output nudity classifier (``check_output`` only); None: not configured.
+    nudity: NudityClassifier | None = None
 
 
 class FaceGate:
@@ -441,6 +444,9 @@ class FaceGate:
         timer.add("sync", t)
         t = time.perf_counter()
         content, text_rules = self._effective_content(request)
+        if for_output and self.parts.nudity is not None and self._output_is_sexual(request):
+            content = (content - {"general"}) | {"sexual"}
+            text_rules = [*text_rules, "output.nudity"]
         t = timer.add("screen", t)
         faces = self._analyse(request, timer, need_age="sexual" in content)
         t = time.perf_counter()
@@ -550,6 +556,15 @@ class FaceGate:
         if len(content) > 1:
             content.discard("general")
         return content, list(screen.rule_hits)
+
+    def _output_is_sexual(self, request: GateRequest) -> bool:
+        """Does any frame of a generated image look sexual to the nudity classifier?"""
+        assert self.parts.nudity is not None
+        for img in request.images:
+            for frame in self._decode(img.data).frames:
+                if self.parts.nudity.score(frame.pixels).is_sexual:
+                    return True
+        return False
 
     def _names_in_prompt(self, request: GateRequest) -> list[str]:
         text = f"{request.prompt}\n{request.negative_prompt}".strip()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from gate.vision.age import AgeEstimator
     from gate.vision.detect import FaceDetector
     from gate.vision.embed import FaceEmbedder
+    from gate.vision.nudity import NudityClassifier
 
 
 def _threads(settings: Settings) -> int:
@@ -79,6 +80,18 @@ def build_age_estimator(settings: Settings) -> AgeEstimator:
     return age.load_age_estimator(margin_years=settings.age_margin_years)
 
 
+def build_nudity(settings: Settings) -> NudityClassifier | None:
+    if not settings.output_nudity:
+        return None
+    from gate.vision.nudity import load_nudity_classifier
+
+    classifier = load_nudity_classifier(accepted_license=settings.accept_nudity_license)
+    if classifier is None:
+        raise ModelUnavailable("output_nudity is on but the nudity model is not installed: "
+                               "pip install 'consent-gate[nudity]'")
+    return classifier
+
+
 def build_gate(settings: Settings) -> FaceGate:
     from gate.audit.chain import SqlAuditSink
     from gate.consent.store import SqlConsentStore
@@ -105,7 +118,7 @@ def build_gate(settings: Settings) -> FaceGate:
         detector=detector, embedder=embedder, age=build_age_estimator(settings),
         index=ExactIndex(embedder.dim),
         store=SqlConsentStore(engine), policy=policy, audit=SqlAuditSink(engine),
-        cipher=TemplateCipher(keys), audit_key=audit_key,
+        cipher=TemplateCipher(keys), audit_key=audit_key, nudity=build_nudity(settings),
     )
     return FaceGate(parts, settings)
 

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     age_model: Literal["onnx", "none", "fake"] = "onnx"
     #: Years added to 18 before an apparent age counts as adult (see docs/age-and-nudity.md).
     age_margin_years: float = Field(default=12.0, ge=0.0, le=40.0)
+    #: Score generated images with the optional NudeNet classifier in ``check_output``
+    #: (extra ``[nudity]``; AGPL-3.0: set ``accept_nudity_license=agpl-3.0``). Output
+    #: screening can only tighten a decision.
+    output_nudity: bool = False
+    accept_nudity_license: str | None = None
     det_score_threshold: float = Field(default=0.6, gt=0.0, lt=1.0)
     #: Longest side of the image fed to the detector (letterboxed to a square).
     det_input_px: int = Field(default=640, ge=160, le=1920)

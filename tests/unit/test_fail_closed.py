@@ -209,3 +209,19 @@ def test_no_part_can_turn_an_exception_into_allow(tmp_path: Path, part: str) -> 
         assert d.verdict == "deny" and d.rule_ids == ["core.fail_closed"], part
     finally:
         gate.close()
+
+
+def test_output_nudity_tightens_the_output_check(tmp_path: Path) -> None:
+    from gate.vision.nudity import FakeNudityClassifier
+
+    gate = _allowing_gate(tmp_path)
+    try:
+        requester = STUDIO
+        assert gate.check_output(BOB, request_id="r1", requester=requester,
+                                 operation="face_swap").verdict == "allow"
+        _replace(gate, nudity=FakeNudityClassifier(0.9))
+        d = gate.check_output(BOB, request_id="r1", requester=requester, operation="face_swap")
+        assert d.verdict == "deny" and "sexual" in d.content
+        assert "sexual.face_not_covered" in d.rule_ids
+    finally:
+        gate.close()
