@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from gate.api.auth import AdminKey, CheckKey
 from gate.api.errors import Forbidden, NotReady, Unauthorized
+from gate.api.routes import AUTH, errors
 from gate.consent.requests import ConsentRequest
 from gate.consent.service import (
     ConsentService,
@@ -178,7 +179,7 @@ class RevocationsAnswer(BaseModel):
 
 # -- app and operator routes ------------------------------------------------------------
 @router.post("/v1/consent-requests", status_code=201, response_model=ConsentRequestCreated,
-             tags=["consent"])
+             tags=["consent"], responses=errors(400, 404, 413, 415, 422, *AUTH))
 def create_consent_request(request: Request, body: ConsentRequestBody,
                            key: CheckKey) -> ConsentRequestCreated:
     """Ask the person in a ``needs_consent`` decision; forward ``link`` to them."""
@@ -192,30 +193,33 @@ def create_consent_request(request: Request, body: ConsentRequestBody,
 
 
 @router.get("/v1/consent-requests/{request_id}", response_model=ConsentRequest,
-            tags=["consent"])
+            tags=["consent"], responses=errors(404, 422, *AUTH))
 def get_consent_request(request: Request, key: CheckKey, request_id: Annotated[
         str, PathParam(min_length=1, max_length=64)]) -> ConsentRequest:
     """Poll a request: ``pending``, ``granted`` (with ``grant_token``), ``refused``, ``expired``."""
     return consent(request).get_request(key.app_id, request_id)
 
 
-@router.get("/v1/revocations", response_model=RevocationsAnswer, tags=["consent"])
+@router.get("/v1/revocations", response_model=RevocationsAnswer, tags=["consent"],
+            responses=errors(422, *AUTH))
 def revocations(request: Request, key: CheckKey,
-                since_epoch: Annotated[int, Query(ge=0)] = 0,
+                since_epoch: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
                 limit: Annotated[int, Query(ge=1, le=5000)] = 5000) -> RevocationsAnswer:
     """This app's grants revoked (or erased, or used up) after ``since_epoch``."""
     page = consent(request).revocations(key.app_id, since_epoch, limit)
     return RevocationsAnswer(epoch=page.epoch, revoked=page.revoked, more=page.more)
 
 
-@router.get("/v1/grants/{grant_id}/token", response_model=Grant, tags=["consent"])
+@router.get("/v1/grants/{grant_id}/token", response_model=Grant, tags=["consent"],
+            responses=errors(404, 422, *AUTH))
 def grant_token(request: Request, key: CheckKey, grant_id: Annotated[
         str, PathParam(min_length=1, max_length=64)]) -> Grant:
     """A fresh signed token for one of this app's active grants."""
     return consent(request).token_for(grant_id, app_id=key.app_id)
 
 
-@router.post("/v1/subjects/{subject_id}/portal-link", tags=["consent"])
+@router.post("/v1/subjects/{subject_id}/portal-link", tags=["consent"],
+             responses=errors(404, 422, *AUTH))
 def portal_link(request: Request, key: AdminKey, subject_id: Annotated[
         str, PathParam(min_length=1, max_length=64)]) -> dict[str, str]:
     """A one-time portal sign-in link for the subject (deliver it to them privately)."""

@@ -109,6 +109,7 @@ def make_pose_gate(data_dir: Path, **overrides: Any) -> FaceGate:
     from gate.policy.evaluate import RulePolicyEngine
     from gate.policy.load import load_policy
     from gate.settings import Settings
+    from gate.vision.age import FakeAgeEstimator
 
     settings = Settings(data_dir=data_dir, detector="fake", embedder="fake",
                         match_threshold=0.9, **overrides)
@@ -116,6 +117,7 @@ def make_pose_gate(data_dir: Path, **overrides: Any) -> FaceGate:
     engine = make_engine(settings.resolved_database_url())
     parts = Parts(
         detector=FakeDetector(_pose_script), embedder=ColourEmbedder(),  # type: ignore[arg-type]
+        age=FakeAgeEstimator(35.0),
         index=ExactIndex(ColourEmbedder.dim), store=SqlConsentStore(engine),
         policy=RulePolicyEngine(load_policy(settings.policy_file)), audit=SqlAuditSink(engine),
         cipher=TemplateCipher(load_keyring(settings.resolved_key_file())),
