@@ -25,8 +25,8 @@ def print_report(report: EfficacyReport) -> None:
     from rich.console import Console
 
     console = Console()
-    if console.width < 132:  # a pipe or a narrow terminal: do not squeeze the columns
-        console = Console(width=132)
+    if console.width < 150:  # a pipe or a narrow terminal: do not squeeze the columns
+        console = Console(width=150)
     for table in report.tables():
         console.print(table)
     for failure in report.enrolment_failures:

@@ -223,12 +223,13 @@ class CaseCounts:
       face was taken for a consenting subject other than the person in the photo);
     - ``false_allow_stranger``: a never-enrolled person's photo got ``allow``;
     - ``false_allow_no_face``: of those false allows, the ones where the gate found no
-      face at all (the policy allows a request without faces: a detection miss is an
-      allow);
+      face at all (a policy that allows requests without faces turns a detection miss
+      into an allow; the default policy denies face operations without a face);
     - ``protected_recognised``: ``deny`` with a face identified as that protected subject;
     - ``protected_not_recognised``: no face identified as that subject (missed, or passed
       as unknown / another person); ``protected_needs_consent`` is the share of protected
-      photos answered ``needs_consent``, which a requester could try to click through;
+      photos answered ``needs_consent`` (a count), which a requester could try to click
+      through;
     - ``false_block``: a consenting person's photo where no face is identified as that
       subject with its grant (``consented``); ``consenting_not_allowed`` counts verdicts
       other than ``allow`` (the same except for extra faces, e.g. ``crowd``);
@@ -641,6 +642,6 @@ def _run_dataset(plan: DatasetPlan, gates: dict[int, FaceGate],
     return results
 
 
-__all__ = ["COLUMNS", "CaseCounts", "CaseResult", "DatasetPlan", "EfficacyReport", "Probe",
-           "check_probe", "default_gate_factory", "discover_sets", "plan_dataset",
+__all__ = ["COLUMNS", "CaseCounts", "CaseResult", "DatasetPlan", "EfficacyReport", "FaceFinder",
+           "Probe", "check_probe", "default_gate_factory", "discover_sets", "plan_dataset",
            "run_efficacy"]

@@ -100,6 +100,7 @@ class HnswIndex:
         self._index: Any = self._new_usearch_index()
         self._view = False
         self._reset_tables()
+        self.checkpoint: int | None = None  # set by load() from the saved side table
 
     # -- construction helpers -------------------------------------------------------------
 
@@ -216,8 +217,13 @@ class HnswIndex:
 
     # -- persistence ----------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index and its side table atomically (temp file, fsync, os.replace)."""
+    def save(self, path: str | os.PathLike[str], *, checkpoint: int | None = None) -> None:
+        """Write the index and its side table atomically (temp file, fsync, os.replace).
+
+        ``checkpoint`` (e.g. the last change-feed sequence number applied to this index) is
+        stored in the side table and comes back as ``HnswIndex.load(path).checkpoint``, so
+        a restarted replica only replays the changes made after the save.
+        """
         target = Path(path)
         side = _side_table_path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +234,7 @@ class HnswIndex:
                 self._index.save(str(tmp_index))
                 _fsync_file(tmp_index)
                 index_bytes = tmp_index.stat().st_size
-                side_bytes = self._side_table_bytes(index_bytes)
+                side_bytes = self._side_table_bytes(index_bytes, checkpoint)
             _write_synced(tmp_side, side_bytes)
             os.replace(tmp_index, target)
             os.replace(tmp_side, side)
@@ -300,6 +306,7 @@ class HnswIndex:
         index._scrub_keys = [int(key) for key in np.flatnonzero(owners == _SCRUB)]
         index._live = int(meta["live"])
         index._max_templates = max([1, *index._counts])
+        index.checkpoint = None if meta.get("checkpoint") is None else int(meta["checkpoint"])
         return index
 
     # -- diagnostics ----------------------------------------------------------------------
@@ -410,7 +417,7 @@ class HnswIndex:
         ]
         return hits, len(hits) == k
 
-    def _side_table_bytes(self, index_bytes: int) -> bytes:
+    def _side_table_bytes(self, index_bytes: int, checkpoint: int | None) -> bytes:
         encoded = [sid.encode("utf-8") for sid in self._subject_ids]
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         if encoded:
@@ -420,6 +427,7 @@ class HnswIndex:
             "connectivity": self.connectivity, "expansion_add": self.expansion_add,
             "expansion_search": self._expansion_search, "next_key": self._next_key,
             "live": self._live, "stored": len(self._index), "index_bytes": index_bytes,
+            "checkpoint": checkpoint,
         }
         buffer = io.BytesIO()
         np.savez(

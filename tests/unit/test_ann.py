@@ -161,12 +161,13 @@ def test_save_and_load_round_trip(hnsw: HnswIndex, people: dict[str, np.ndarray]
                                   tmp_path: Path, view: bool) -> None:
     hnsw.remove("subject-00007")  # scrubs and removed keys survive the round trip too
     path = tmp_path / "ids.usearch"
-    hnsw.save(path)
+    hnsw.save(path, checkpoint=1234)
     assert path.is_file() and (tmp_path / ("ids.usearch" + SIDE_TABLE_SUFFIX)).is_file()
     assert not list(tmp_path.glob("*.tmp"))
 
     loaded = HnswIndex.load(path, view=view)
     assert loaded.is_view is view
+    assert loaded.checkpoint == 1234
     assert len(loaded) == len(hnsw)
     queries, _ = _queries(people, 200, seed=9)
     assert loaded.search(queries, 5) == hnsw.search(queries, 5)
@@ -178,6 +179,8 @@ def test_save_and_load_round_trip(hnsw: HnswIndex, people: dict[str, np.ndarray]
     assert loaded.search(_unit(np.ones(DIM)), 1)[0][0].subject_id == "late"
     again = HnswIndex.load(path)
     assert len(again) == len(hnsw)
+    hnsw.save(path)
+    assert HnswIndex.load(path).checkpoint is None
     assert again.search(queries, 5) == hnsw.search(queries, 5)
 
 
