@@ -55,17 +55,38 @@ class OrientationRobustDetector:
         self.canvas_px = canvas_px
         self.margin = margin
         self.iou_duplicate = iou_duplicate
+        #: An upright-pass face keeps priority over a mosaic one unless the mosaic one
+        #: scores this much higher (the upright pass sees more pixels).
+        self.prefer_upright_by = 0.1
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        found = list(self.base.detect(image_bgr))
-        mosaic, cells = self._mosaic(image_bgr)
-        for det in self.base.detect(mosaic):
+        upright = [(d, upright_geometry(d)) for d in self.base.detect(image_bgr)]
+        mosaic_img, cells = self._mosaic(image_bgr)
+        mosaic: list[tuple[Detection, bool]] = []
+        for det in self.base.detect(mosaic_img):
             mapped = self._map_back(det, cells)
-            if mapped is None:
+            if mapped is not None:
+                mosaic.append((mapped, upright_geometry(det)))
+        mosaic.sort(key=lambda m: not m[1])  # faces seen upright in their cell first
+        found: list[Detection] = []
+        used: set[int] = set()
+        for det, plausible in upright:
+            # The upright pass may "find" a sideways or upside-down face and report its
+            # landmarks in upright order (alignment would keep it rotated); such hits are
+            # implausible or weak. Prefer the same face found upright in a rotated cell
+            # when it is clearly more confident.
+            margin = -1.0 if not plausible else self.prefer_upright_by
+            alt = next((i for i, (m, ok) in enumerate(mosaic) if ok and i not in used
+                        and box_iou(m.bbox, det.bbox) > self.iou_duplicate
+                        and m.score > det.score + margin), None)
+            if alt is not None:
+                used.add(alt)
+                det = mosaic[alt][0]
+            found.append(det)
+        for i, (det, _) in enumerate(mosaic):
+            if i in used or any(box_iou(det.bbox, d.bbox) > self.iou_duplicate for d in found):
                 continue
-            if any(box_iou(mapped.bbox, d.bbox) > self.iou_duplicate for d in found):
-                continue
-            found.append(mapped)
+            found.append(det)
         return found
 
     def _mosaic(self, image: np.ndarray) -> tuple[np.ndarray, list[_Cell]]:
@@ -104,9 +125,14 @@ class OrientationRobustDetector:
         if cell is None:
             return None
         x1, y1, x2, y2 = det.bbox
-        if x1 < cell.x0 - 2 or y1 < cell.y0 - 2 or x2 > cell.x0 + half + 2 or \
-                y2 > cell.y0 + half + 2:
-            return None  # straddles two cells: an artefact of the mosaic
+        inside = box_iou((x1, y1, x2, y2), (max(x1, cell.x0), max(y1, cell.y0),
+                                            min(x2, cell.x0 + half), min(y2, cell.y0 + half)))
+        if inside < 0.6:
+            return None  # mostly in another cell: an artefact of the mosaic
+        pts = det.landmarks_array()
+        if not ((pts[:, 0] >= cell.x0 - 4) & (pts[:, 0] <= cell.x0 + half + 4) &
+                (pts[:, 1] >= cell.y0 - 4) & (pts[:, 1] <= cell.y0 + half + 4)).all():
+            return None
 
         def back(x: float, y: float) -> Point:
             u = (x - cell.x0 - cell.pad_x) / cell.scale
@@ -119,3 +145,22 @@ class OrientationRobustDetector:
         return Detection(bbox=(min(xs), min(ys), max(xs), max(ys)), landmarks=landmarks,
                          score=det.score)
 
+
+
+def upright_geometry(det: Detection) -> bool:
+    """Do the landmarks describe an upright face in the frame the detector saw?
+
+    Eyes left to right and roughly level, the nose below the eyes, the mouth below the
+    nose. A detector that fires on a rotated face still reports landmarks in this order,
+    so a rotated face fails the test.
+    """
+    pts = det.landmarks_array()
+    eye_l, eye_r, nose, mouth_l, mouth_r = pts
+    eye_dist = float(eye_r[0] - eye_l[0])
+    if eye_dist <= 0:
+        return False
+    eyes_y = (eye_l[1] + eye_r[1]) / 2
+    mouth_y = (mouth_l[1] + mouth_r[1]) / 2
+    level = abs(float(eye_r[1] - eye_l[1])) < 0.6 * eye_dist
+    return bool(level and nose[1] > eyes_y and mouth_y > nose[1] and
+                mouth_y - eyes_y > 0.4 * eye_dist and mouth_r[0] > mouth_l[0])
