@@ -158,7 +158,8 @@ class FaceGate:
                 self._closed = True  # first: no decision is made from here on
                 self._workers.shutdown(wait=False, cancel_futures=True)
                 self._analyses.clear()
-                for step in (self.parts.index.clear, self.parts.store.close):
+                for step in (self._save_persisted_index, self.parts.index.clear,
+                             self.parts.store.close):
                     try:
                         step()
                     except Exception:  # close every part regardless
@@ -184,10 +185,48 @@ class FaceGate:
                 log.warning("templates from other model packs need re-enrolment",
                             extra={"packs": sorted(others)})
             self._foreign_packs = others
+            if self._load_persisted_index():
+                return
             self.parts.index.clear()
             for subject_id, blob in self.parts.store.iter_templates(pack):
                 vec = self.parts.cipher.decrypt(blob, subject_id=subject_id, pack_id=pack)
                 self.parts.index.add(subject_id, vec[None, :])
+
+    def _load_persisted_index(self) -> bool:
+        """Opt-in (``index_file``): open the saved HNSW index; ``sync`` replays the rest."""
+        from gate.identity.ann import HnswIndex
+
+        path = self.settings.index_file
+        if path is None or not path.is_file() or not isinstance(self.parts.index, HnswIndex):
+            return False
+        try:
+            index = HnswIndex.load(path, view=True)
+        except GateError:
+            log.warning("the saved identity index is unusable; rebuilding from the store")
+            return False
+        if index.checkpoint is None or index.checkpoint > self._feed_seq or \
+                index.dim != self.parts.embedder.dim:
+            return False
+        self.parts = dataclasses.replace(self.parts, index=index)
+        self._feed_seq = index.checkpoint
+        self.sync()
+        return True
+
+    def _drop_persisted_index(self) -> None:
+        """Erasure: a saved index may hold the erased person's templates; delete it."""
+        from gate.identity.ann import SIDE_TABLE_SUFFIX
+
+        path = self.settings.index_file
+        if path is not None:
+            for victim in (path, path.with_name(path.name + SIDE_TABLE_SUFFIX)):
+                victim.unlink(missing_ok=True)
+
+    def _save_persisted_index(self) -> None:
+        from gate.identity.ann import HnswIndex
+
+        path = self.settings.index_file
+        if path is not None and isinstance(self.parts.index, HnswIndex):
+            self.parts.index.save(path, checkpoint=self._feed_seq)
 
     def sync(self) -> int:
         """Apply consent changes made elsewhere (other replicas or processes).
@@ -201,6 +240,7 @@ class FaceGate:
             for seq, kind, subject_id in changes:
                 if kind == "subject_delete":
                     self._analyses.clear()  # erasure elsewhere empties caches here too
+                    self._drop_persisted_index()
                 if subject_id is not None and kind in ("subject_add", "subject_delete"):
                     self.parts.index.remove(subject_id)
                     if kind == "subject_add":
@@ -322,6 +362,7 @@ class FaceGate:
         found = self.parts.store.delete_subject(subject_id)
         self.parts.index.remove(subject_id)
         self._analyses.clear()
+        self._drop_persisted_index()
         self.sync()
         if not found:
             raise NotFound("no such subject")

@@ -14,7 +14,10 @@ from gate.errors import ModelUnavailable
 from gate.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from gate.engine import FaceGate
+    from gate.identity.index import IdentityIndex
     from gate.vision.age import AgeEstimator
     from gate.vision.detect import FaceDetector
     from gate.vision.embed import FaceEmbedder
@@ -92,12 +95,31 @@ def build_nudity(settings: Settings) -> NudityClassifier | None:
     return classifier
 
 
+def build_index(settings: Settings, dim: int, engine: Engine) -> IdentityIndex:
+    """Exact or HNSW, by setting or (``auto``) by how many templates are enrolled."""
+    from sqlalchemy import func, select
+
+    from gate import db
+    from gate.identity.ann import choose_index
+    from gate.identity.index import ExactIndex
+
+    if settings.index == "exact":
+        return ExactIndex(dim)
+    if settings.index == "hnsw":
+        from gate.identity.ann import HnswIndex
+
+        return HnswIndex(dim)
+    db.create_schema(engine)
+    with engine.connect() as conn:
+        count = int(conn.execute(select(func.count()).select_from(db.templates)).scalar_one())
+    return choose_index(dim, count)
+
+
 def build_gate(settings: Settings) -> FaceGate:
     from gate.audit.chain import SqlAuditSink
     from gate.consent.store import SqlConsentStore
     from gate.db import make_engine
     from gate.engine import FaceGate, Parts
-    from gate.identity.index import ExactIndex
     from gate.identity.templates import TemplateCipher, load_keyring, load_or_create_key
     from gate.policy.evaluate import RulePolicyEngine
     from gate.policy.load import load_policy
@@ -116,7 +138,7 @@ def build_gate(settings: Settings) -> FaceGate:
     audit_key = load_or_create_key(settings.resolved_key_file().with_name("audit.key"))
     parts = Parts(
         detector=detector, embedder=embedder, age=build_age_estimator(settings),
-        index=ExactIndex(embedder.dim),
+        index=build_index(settings, embedder.dim, engine),
         store=SqlConsentStore(engine), policy=policy, audit=SqlAuditSink(engine),
         cipher=TemplateCipher(keys), audit_key=audit_key, nudity=build_nudity(settings),
     )

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     #: Concurrent checks per process.
     check_workers: int = Field(default=4, ge=1, le=64)
 
+    # --- 1:N index -------------------------------------------------------------------------
+    #: ``auto``: exact search below ``gate.identity.ann.EXACT_THRESHOLD`` templates, HNSW
+    #: (usearch) above; or force ``exact`` / ``hnsw``.
+    index: Literal["auto", "exact", "hnsw"] = "auto"
+    #: Opt-in: persist the HNSW index here (memory-mapped at start, only changes after its
+    #: checkpoint are replayed). The file holds templates UNENCRYPTED: put it on an
+    #: encrypted volume. Erasure deletes it; it is written again at close.
+    index_file: Path | None = None
+
     # --- caching -----------------------------------------------------------------------
     #: Face analyses of byte-identical images (never decisions); 0 disables.
     analysis_cache_items: int = Field(default=256, ge=0)
