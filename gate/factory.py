@@ -6,7 +6,6 @@ lazily, so ``import gate`` stays fast.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,10 @@ if TYPE_CHECKING:
 
 
 def _threads(settings: Settings) -> int:
-    return settings.ort_threads or min(4, os.cpu_count() or 1)
+    """onnxruntime intra-op threads: 1 by default. Measured on 2 cores (benchmarks/
+    check_latency.py): 1 thread per session gave 22.5 checks/s with 2 workers against 11.0
+    with 2 threads (the sessions and OpenCV fight over the cores), and equal latency."""
+    return settings.ort_threads or 1
 
 
 def build_detector(settings: Settings) -> FaceDetector:

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = None
     #: Runtime for SFace: ``opencv`` measured ~2x faster than onnxruntime on 2 cores.
     sface_runtime: Literal["onnxruntime", "opencv"] = "opencv"
-    #: onnxruntime intra-op threads (0: number of cores).
+    #: onnxruntime intra-op threads (0: the measured default, 1; see gate/factory.py).
     ort_threads: int = Field(default=0, ge=0, le=64)
     #: One extra detector pass finds faces rotated 90/180/270 degrees and tight crops.
     detect_orientations: bool = True
