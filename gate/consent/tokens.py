@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -34,6 +33,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
+from gate.durable import write_private
 from gate.errors import ConsentError, StorageError
 from gate.types import Grant
 
@@ -146,22 +146,6 @@ def grant_claims(grant: Grant, *, now: datetime, max_ttl_s: int = DEFAULT_TOKEN_
 
 
 # -- the issuer's keyring ---------------------------------------------------------------
-def _write_private(path: Path, text: str) -> None:
-    """Atomically replace ``path`` (0600, fsync'd before the rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signing-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _new_key() -> OKPKey:
     key = OKPKey.generate_key("Ed25519", private=True)
     return OKPKey.import_key({**key.as_dict(private=True), "kid": key.thumbprint()})
@@ -195,7 +179,7 @@ class SigningKeyring:
 
     def _save(self) -> None:
         body = {"keys": [k.as_dict(private=k.is_private) for k in self._keys]}
-        _write_private(self.path, json.dumps(body, indent=1) + "\n")
+        write_private(self.path, json.dumps(body, indent=1) + "\n")
 
     @property
     def active_kid(self) -> str:

@@ -16,13 +16,13 @@ import base64
 import hashlib
 import os
 import secrets
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gate.durable import write_private
 from gate.errors import StorageError
 
 _NONCE_BYTES = 12
@@ -72,24 +72,8 @@ class TemplateCipher:
 
 def _write_keyring(path: Path, keys: list[bytes]) -> None:
     """Atomically replace the keyring file (0600, fsync'd before the rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            for key in keys:
-                fh.write(f"{key_id_of(key)} {base64.b64encode(key).decode('ascii')}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private(path, "".join(
+        f"{key_id_of(key)} {base64.b64encode(key).decode('ascii')}\n" for key in keys))
 
 
 def load_keyring(path: Path) -> list[bytes]:
