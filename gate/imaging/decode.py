@@ -686,6 +686,8 @@ def _finish(
     frames (a face can hide in the colour channels under alpha 0, or live only in the alpha
     channel and show when a pipeline composites over black)."""
     scale = max(pixels.shape[:2]) / max(stored)
+    if scale > 1.0:  # a frame larger than the image it belongs to (malformed GIF/APNG)
+        raise InvalidImage("image is truncated or corrupt")
     upright = _orient(pixels, orientation)
     bgr = np.ascontiguousarray(upright[:, :, 2::-1])
     if upright.shape[2] == 3:

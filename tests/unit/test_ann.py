@@ -164,6 +164,7 @@ def test_save_and_load_round_trip(hnsw: HnswIndex, people: dict[str, np.ndarray]
     hnsw.save(path, checkpoint=1234)
     assert path.is_file() and (tmp_path / ("ids.usearch" + SIDE_TABLE_SUFFIX)).is_file()
     assert not list(tmp_path.glob("*.tmp"))
+    assert all(p.stat().st_mode & 0o077 == 0 for p in tmp_path.iterdir())  # 0600: templates
 
     loaded = HnswIndex.load(path, view=view)
     assert loaded.is_view is view
@@ -234,6 +235,8 @@ def test_input_checks() -> None:
         index.add("s", np.zeros((1, DIM), dtype=np.float32))
     with pytest.raises(ValueError):
         index.add_many(["a"], np.ones((2, DIM), dtype=np.float32))
+    with pytest.raises(ValueError):
+        index.add("", _unit(np.ones((1, DIM))))
     index.add("s", _unit(np.ones((1, DIM))))
     assert index.search(np.ones((1, DIM), dtype=np.float32), 0) == [[]]
     assert index.search(np.zeros((0, DIM), dtype=np.float32), 3) == []

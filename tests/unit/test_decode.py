@@ -1027,3 +1027,13 @@ def test_face_drawn_only_in_alpha_shows_over_black() -> None:
     raw, white, black = (f.pixels for f in result.frames)
     assert (raw == 255).all() and (white == 255).all()  # invisible in these views
     assert (black[8:24, 8:24] == 255).all() and (black[0:8, 0:8] == 0).all()
+
+
+def test_gif_frame_larger_than_its_screen_is_invalid() -> None:
+    data = bytearray(encode(Image.new("RGB", (8, 8), (200, 10, 10)), "GIF"))
+    data[6:10] = struct.pack("<HH", 4, 4)  # the logical screen claims 4x4
+    try:
+        result = decode_image(bytes(data))
+    except InvalidImage:
+        return
+    check_frames(result)  # if Pillow crops to the screen, the frame must still be sane
