@@ -225,3 +225,37 @@ def test_output_nudity_tightens_the_output_check(tmp_path: Path) -> None:
         assert "sexual.face_not_covered" in d.rule_ids
     finally:
         gate.close()
+
+
+@pytest.mark.parametrize("fault", ["database read-only", "disk full"])
+def test_storage_faults_deny_checks_and_fail_writes_clearly(tmp_path: Path,
+                                                            fault: str) -> None:
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from gate.errors import StorageError
+
+    gate = _allowing_gate(tmp_path)
+    try:
+        engine = gate.parts.store.engine  # type: ignore[attr-defined]
+        engine.dispose()
+        if fault == "database read-only":
+            @event.listens_for(engine, "connect")
+            def _read_only(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.execute("PRAGMA query_only = ON")
+        else:
+            @event.listens_for(engine, "before_cursor_execute")
+            def _disk_full(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+                if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+                    raise sqlite3.OperationalError("database or disk is full")
+
+        big = noise_png(77, size=400)  # a new subject needs new pages
+        with pytest.raises(StorageError):
+            gate.enroll([big], display_name="Carol")
+        gate._analyses.clear()
+        d = _swap(gate)  # the audit append cannot be written: no allow without it
+        assert d.verdict == "deny", fault
+        assert d.rule_ids == ["core.fail_closed"]
+    finally:
+        gate.close()
