@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
-import io
 import json
 import os
 import socket
@@ -35,21 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from photos import face_jpeg
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_MODELS = {"GATE_DETECTOR": "fake", "GATE_EMBEDDER": "fake", "GATE_MATCH_THRESHOLD": "0.9"}
-
-
-def face_jpeg(side: int = 512) -> bytes:
-    from PIL import Image
-
-    spec = importlib.util.find_spec("insightface")
-    assert spec is not None and spec.origin is not None
-    path = Path(spec.origin).parent / "data" / "images" / "Tom_Hanks_54745.png"
-    image = Image.open(path).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def upstream_app() -> Any:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
-import io
 import json
 import os
 import socket
@@ -28,22 +26,11 @@ import time
 from pathlib import Path
 
 import httpx
+from photos import face_jpeg
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 NO_CACHE = {"GATE_ANALYSIS_CACHE_ITEMS": "0"}
-
-
-def face_jpeg(side: int = 512) -> bytes:
-    from PIL import Image
-
-    spec = importlib.util.find_spec("insightface")
-    assert spec is not None and spec.origin is not None
-    path = Path(spec.origin).parent / "data" / "images" / "Tom_Hanks_54745.png"
-    image = Image.open(path).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def pct(values: list[float], q: float) -> float:
