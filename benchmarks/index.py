@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/index.py --sizes 10000,50000 --json out.json
     .venv/bin/python benchmarks/index.py --sizes 1000000 --dim 512 --dtype i8
     .venv/bin/python benchmarks/index.py --sweep --sizes 100000   # pick HNSW parameters
+    .venv/bin/python benchmarks/index.py --churn 0.1 --sizes 100000  # removal, re-enrolment
 
 Synthetic SFace-like data (128-d unit vectors, fixed seed): subject centres are drawn
 from an anisotropic Gaussian (per-axis scale (i+1)^-1/4 in a random rotation, effective
@@ -317,6 +318,49 @@ def sweep(n: int, dim: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+# -- removal churn ------------------------------------------------------------------------
+
+
+def churn(n: int, dim: int, fraction: float) -> None:
+    """Remove a share of subjects (scrub vectors take their slots), then enrol as many."""
+    data = make_data(n, dim, 1000)
+    index, _, _ = build_hnsw(data, dim, {})
+    genuine = np.array([t is not None for t in data.truth])
+    rows: dict[str, list[int]] = {}
+    for i, subject in enumerate(data.owners):
+        rows.setdefault(subject, []).append(i)
+    queried = {t for t in data.truth if t}
+    rng = np.random.default_rng(5)
+    victims = {str(s) for s in rng.choice(sorted(rows), size=int(len(rows) * fraction),
+                                          replace=False)} - queried
+    exact = ExactIndex(dim)
+    for subject, r in rows.items():
+        if subject not in victims:
+            exact.add(subject, data.templates[r])
+    truth_top = top1(exact_truth(exact, data.queries))
+    del exact
+
+    def measure(stage: str) -> None:
+        lat, hits = latencies_ms(index.search, data.queries)
+        print(f"{stage:<28} recall@1 genuine {agreement(top1(hits), truth_top, genuine):.4f}  "
+              f"CPU p50 {lat['cpu_p50_ms']:.2f} ms  p99 {lat['cpu_p99_ms']:.2f} ms", flush=True)
+
+    print(f"N={n:,}: removing {len(victims):,} of {len(rows):,} subjects")
+    measure("before")
+    start = time.perf_counter()
+    removed = sum(index.remove(s) for s in victims)
+    took = time.perf_counter() - start
+    print(f"removed {removed:,} templates in {took:.1f}s ({took / len(victims) * 1e3:.1f} ms "
+          "per subject)")
+    measure("after removal (scrubbed)")
+    start = time.perf_counter()
+    for s in victims:
+        index.add(s + "-new", data.templates[rows[s]])
+    took = time.perf_counter() - start
+    print(f"enrolled {len(victims):,} subjects in {took:.1f}s, recycling every scrub slot")
+    measure("after re-enrolment")
+
+
 # -- output -------------------------------------------------------------------------------
 
 
@@ -383,12 +427,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-dtypes", type=_strs, default=["f16", "i8"])
     parser.add_argument("--sweep-connectivity", type=_ints, default=[16, 32])
     parser.add_argument("--sweep-expansion-add", type=_ints, default=[64, 128])
+    parser.add_argument("--churn", type=float, default=0.0, metavar="FRACTION",
+                        help="remove this share of subjects, then enrol as many (default index)")
     parser.add_argument("--exact-only", action="store_true",
                         help="only exact-search latency per size (to place the threshold)")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="also write the results as JSON (to stdout without PATH)")
     args = parser.parse_args(argv)
 
+    if args.churn:
+        for n in args.sizes:
+            churn(n, args.dim, args.churn)
+        return 0
     if args.exact_only:
         print(f"{'N':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu p50':>7} {'cpu p99':>7}  load")
         for n in args.sizes:
