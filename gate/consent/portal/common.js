@@ -96,6 +96,28 @@ const Burst = {
     return frames;
   },
 
+  /**
+   * Wire a page's two ways to give a burst: the "camera" button (live frames following
+   * the challenged poses) and the button `fileButtonId` (photos chosen in `#files`).
+   * Both end in `onFrames(frames)`.
+   */
+  wire(fileButtonId, poses, onFrames) {
+    document.getElementById("camera").addEventListener("click", async () => {
+      const video = document.getElementById("video");
+      const prompt = document.getElementById("prompt");
+      try {
+        video.hidden = false; prompt.hidden = false;
+        await Burst.startCamera(video);
+        await onFrames(await Burst.capture(video, poses(), prompt));
+      } catch (e) { Gate.say(`The camera could not be used: ${e.message}`, "error"); }
+    });
+    document.getElementById(fileButtonId).addEventListener("click", () => {
+      const files = Array.from(document.getElementById("files").files);
+      if (!files.length) { Gate.say("Choose your photos first, or use the camera.", "error"); return; }
+      onFrames(files);
+    });
+  },
+
   form(frames, fields) {
     const data = new FormData();
     frames.forEach((f, i) => data.append("frames", f, `frame${i}.jpg`));

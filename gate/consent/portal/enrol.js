@@ -29,18 +29,5 @@ async function submit(frames) {
 
 document.addEventListener("DOMContentLoaded", () => {
   newChallenge().catch((e) => Gate.say(`Enrolment is not available: ${e.message}`, "error"));
-  document.getElementById("camera").addEventListener("click", async () => {
-    const video = document.getElementById("video");
-    const prompt = document.getElementById("prompt");
-    try {
-      video.hidden = false; prompt.hidden = false;
-      await Burst.startCamera(video);
-      await submit(await Burst.capture(video, challenge.poses, prompt));
-    } catch (e) { Gate.say(`The camera could not be used: ${e.message}`, "error"); }
-  });
-  document.getElementById("submit").addEventListener("click", () => {
-    const files = Array.from(document.getElementById("files").files);
-    if (!files.length) { Gate.say("Choose your photos first, or use the camera.", "error"); return; }
-    submit(files);
-  });
+  Burst.wire("submit", () => challenge.poses, submit);
 });

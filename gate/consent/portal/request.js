@@ -59,20 +59,7 @@ async function start() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  document.getElementById("camera").addEventListener("click", async () => {
-    const video = document.getElementById("video");
-    const prompt = document.getElementById("prompt");
-    try {
-      video.hidden = false; prompt.hidden = false;
-      await Burst.startCamera(video);
-      await verify(await Burst.capture(video, challenge.poses, prompt));
-    } catch (e) { Gate.say(`The camera could not be used: ${e.message}`, "error"); }
-  });
-  document.getElementById("verify").addEventListener("click", () => {
-    const files = Array.from(document.getElementById("files").files);
-    if (!files.length) { Gate.say("Choose your photos first, or use the camera.", "error"); return; }
-    verify(files);
-  });
+  Burst.wire("verify", () => challenge.poses, verify);
   document.getElementById("accept").addEventListener("click", () => decide(true));
   document.getElementById("refuse").addEventListener("click", () => decide(false));
   start();
