@@ -496,23 +496,24 @@ class FaceGate:
         t = timer.add("search", t)
         name_hits = self._names_in_prompt(request)
         t = timer.add("names", t)
-        results, needs = self._classify(request, faces, hits, name_hits, content,
-                                        count_uses=not for_output)
+        results, needs, covering = self._classify(request, faces, hits, name_hits, content,
+                                                  count_uses=not for_output)
         t = timer.add("identify", t)
-        purposes = self._grant_purposes(results)
         facts = RequestFacts(
             operation=request.operation, content=frozenset(content),
             app_id=request.requester.app_id, user_id=request.requester.user_id,
             faces=tuple(FaceFacts(face_ref=r.face_ref, identity=r.identity, role=r.role,
                                   source=r.source, subject_status=r.subject_status,
-                                  age_band=_age_band(r), grant_purpose=purposes.get(r.grant_id))
+                                  age_band=_age_band(r),
+                                  grant_purpose=covering[r.grant_id].purpose if r.grant_id
+                                  else None)
                         for r in results),
         )
         evaluation = self.parts.policy.evaluate(facts)
         t = timer.add("policy", t)
         verdict, reasons = evaluation.verdict, list(evaluation.reasons)
         if verdict == "allow" and not for_output:
-            verdict, reasons = self._consume_uses(results, verdict, reasons)
+            verdict, reasons = self._consume_uses(results, covering, verdict, reasons)
         decision = Decision(
             verdict=verdict, request_id=request_id, policy_version=self.parts.policy.version,
             reasons=reasons, faces=results,
@@ -628,7 +629,8 @@ class FaceGate:
 
     def _classify(self, request: GateRequest, faces: list[_Face], hits: list[Any],
                   name_hits: list[str], content: set[str], *, count_uses: bool = True
-                  ) -> tuple[list[FaceResult], list[ConsentNeed]]:
+                  ) -> tuple[list[FaceResult], list[ConsentNeed], dict[str, Grant]]:
+        """Identity of every face and named person; also the grants that cover them."""
         threshold = self.settings.match_threshold
         matched_ids = [h.subject_id for row in hits for h in row if h.similarity >= threshold]
         subject_ids = set(matched_ids) | set(name_hits)
@@ -637,6 +639,7 @@ class FaceGate:
         now = datetime.now(UTC)
         results: list[FaceResult] = []
         needs: list[ConsentNeed] = []
+        covering: dict[str, Grant] = {}
         req = request.requester
 
         def identify(subject_id: str) -> tuple[str, str | None, str | None]:
@@ -652,6 +655,7 @@ class FaceGate:
                 if g.covers(app_id=req.app_id, user_id=req.user_id,
                             operation=request.operation, content=sorted(content),
                             purpose=request.purpose, now=now, count_uses=count_uses):
+                    covering[g.grant_id] = g
                     return "consented", subject.status, g.grant_id
             return "protected", subject.status, None
 
@@ -707,21 +711,13 @@ class FaceGate:
                     face_ref=r.face_ref, subject_id=r.subject_id, operation=request.operation,
                     content=sorted(content), app_id=req.app_id, user_id=req.user_id,
                 ))
-        return results, needs
+        return results, needs, covering
 
-    def _grant_purposes(self, results: list[FaceResult]) -> dict[str | None, str | None]:
-        out: dict[str | None, str | None] = {}
-        for grant_id in {r.grant_id for r in results if r.grant_id}:
-            grant = self.parts.store.get_grant(grant_id)
-            out[grant_id] = grant.purpose if grant else None
-        return out
-
-    def _consume_uses(self, results: list[FaceResult], verdict: str,
-                      reasons: list[Reason]) -> tuple[str, list[Reason]]:
+    def _consume_uses(self, results: list[FaceResult], covering: dict[str, Grant],
+                      verdict: str, reasons: list[Reason]) -> tuple[str, list[Reason]]:
         """Count one use of each limited grant; a grant used up in a race turns into deny."""
         for grant_id in dict.fromkeys(r.grant_id for r in results if r.grant_id):
-            grant = self.parts.store.get_grant(grant_id)
-            if grant is None or grant.max_uses is None:
+            if covering[grant_id].max_uses is None:
                 continue
             if not self.parts.store.consume_use(grant_id):
                 return "deny", [Reason(rule_id="core.grant_exhausted", effect="deny",

@@ -169,7 +169,7 @@ def test_invalid_policy_at_reload_keeps_the_last_good_one(tmp_path: Path) -> Non
 
 #: Every stage of the decision path; a fault in any of them must end in deny.
 STAGES = ["sync", "_decode", "_detect", "_prepare", "_effective_content", "_names_in_prompt",
-          "_classify", "_grant_purposes", "_consume_uses", "_audit_decision"]
+          "_classify", "_consume_uses", "_audit_decision"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
