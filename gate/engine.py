@@ -642,19 +642,28 @@ class FaceGate:
         covering: dict[str, Grant] = {}
         req = request.requester
 
-        def identify(subject_id: str) -> tuple[str, str | None, str | None]:
+        allow_threshold = max(self.settings.allow_threshold, threshold)
+
+        def identify(subject_id: str, similarity: float = 1.0
+                     ) -> tuple[str, str | None, str | None]:
             subject = subjects.get(subject_id)
             if subject is None:  # erased between search and lookup: treat as unknown
                 return "unknown", None, None
             if subject.status == "protected":
                 return "protected", "protected", None
+            # Below the allow threshold a match is close enough to protect this person,
+            # not close enough to hand a stranger their self-use or consent: a reading
+            # that would permit becomes "unknown" (and counts no grant use).
+            confident = similarity >= allow_threshold
             if subject.owner is not None and subject.owner.app_id == req.app_id and \
                     subject.owner.user_id == req.user_id and req.user_id is not None:
-                return "self", subject.status, None
+                return ("self", subject.status, None) if confident else ("unknown", None, None)
             for g in grants.get(subject_id, []):
                 if g.covers(app_id=req.app_id, user_id=req.user_id,
                             operation=request.operation, content=sorted(content),
                             purpose=request.purpose, now=now, count_uses=count_uses):
+                    if not confident:
+                        return "unknown", None, None
                     covering[g.grant_id] = g
                     return "consented", subject.status, g.grant_id
             return "protected", subject.status, None
@@ -677,7 +686,7 @@ class FaceGate:
                 close = [h for h in candidates
                          if h is candidates[0] or h.similarity >= top - AMBIGUITY_MARGIN
                          or subjects[h.subject_id].status == "protected"]  # type: ignore[union-attr]
-                readings = [(h, *identify(h.subject_id)) for h in close]
+                readings = [(h, *identify(h.subject_id, h.similarity)) for h in close]
                 hit, identity, status, grant_id = max(
                     readings, key=lambda r: RESTRICTIVENESS.get((r[1], r[2]), 99))
                 subject_id, similarity = hit.subject_id, round(hit.similarity, 4)

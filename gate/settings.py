@@ -61,8 +61,13 @@ class Settings(BaseSettings):
     det_input_px: int = Field(default=640, ge=160, le=1920)
 
     # --- recognition thresholds (calibrated, see docs/accuracy.md) -----------------
-    #: Cosine similarity at or above which a face is the enrolled subject.
+    #: Cosine similarity at or above which a face is the enrolled subject for every
+    #: *protective* reading (protected, opted out, consenting without a covering grant).
     match_threshold: float = Field(default=0.36, ge=-1.0, le=1.0)
+    #: The stricter similarity a face needs for a *permissive* reading (self-use or a
+    #: consent grant): below it, a face matched only to a consenting subject is unknown.
+    #: Also what a person must reach to prove they are a subject when consenting.
+    allow_threshold: float = Field(default=0.40, ge=-1.0, le=1.0)
     #: Faces with quality below this are ``unidentifiable``.
     min_quality: float = Field(default=0.30, ge=0.0, le=1.0)
     #: Faces whose shorter side is below this are ``unidentifiable``.

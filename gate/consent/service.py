@@ -436,9 +436,14 @@ class ConsentService:
         frontal = [frames[i] for i in result.frontal_indices]
         return self.gate.enroll(frontal, display_name, status=status, guardian=guardian)
 
-    def _enrolled_match(self, reference: np.ndarray) -> str | None:
+    def _enrolled_match(self, reference: np.ndarray, *, to_act_as: bool = False) -> str | None:
+        """The enrolled subject ``reference`` matches. ``to_act_as``: the person will act as
+        that subject (grant consent), so the stricter allow threshold applies."""
+        settings = self.gate.settings
+        threshold = max(settings.allow_threshold, settings.match_threshold) if to_act_as \
+            else settings.match_threshold
         hits = self.gate.parts.index.search(reference[None, :].astype(np.float32), k=1)
-        if hits and hits[0] and hits[0][0].similarity >= self.gate.settings.match_threshold:
+        if hits and hits[0] and hits[0][0].similarity >= threshold:
             return str(hits[0][0].subject_id)
         return None
 
@@ -448,7 +453,7 @@ class ConsentService:
         vectors = [self.gate.parts.cipher.decrypt(b, subject_id=subject_id, pack_id=pack)
                    for b in blobs]
         best = max((_cosine(reference, v) for v in vectors), default=-1.0)
-        return best >= self.gate.settings.match_threshold
+        return best >= self._prove_threshold()
 
     # -- consent requests -----------------------------------------------------------------
     def create_request(self, app_id: str, *, image: bytes, operation: str,
@@ -559,8 +564,9 @@ class ConsentService:
         else:
             if not self._matches_request_face(request.request_id, result.reference):
                 raise IdentityMismatch("you do not match the person this request is about")
-            subject_id = self._enrolled_match(result.reference) or self._enrol_from_burst(
-                frames, result, display_name, guardian, "consenting").subject_id
+            subject_id = self._enrolled_match(result.reference, to_act_as=True) or \
+                self._enrol_from_burst(frames, result, display_name, guardian,
+                                       "consenting").subject_id
         with self.engine.begin() as conn:
             conn.execute(update(t.consent_sessions)
                          .where(t.consent_sessions.c.session_hash == session.session_hash)
@@ -577,7 +583,12 @@ class ConsentService:
         vector = self.gate.parts.cipher.decrypt(bytes(row.template),
                                                 subject_id=f"consent-request:{request_id}",
                                                 pack_id=row.model_pack)
-        return _cosine(reference, vector) >= self.gate.settings.match_threshold
+        return _cosine(reference, vector) >= self._prove_threshold()
+
+    def _prove_threshold(self) -> float:
+        """Similarity a live person needs to prove they are a subject (a permissive act)."""
+        settings = self.gate.settings
+        return max(settings.allow_threshold, settings.match_threshold)
 
     def _pending(self, request_id: str) -> ConsentRequest:
         request = self._load_request(request_id)

@@ -158,3 +158,40 @@ def test_tampered_or_unknown_model_file_is_refused(tmp_path: Path,
                       accept_license="noncommercial")
     with pytest.raises(ModelUnavailable, match="missing"):
         FaceGate.open(tmp_path / "y", detector="scrfd", scrfd_model=tmp_path / "nope.onnx")
+
+
+def test_permissive_readings_need_the_stricter_allow_threshold(
+        tmp_path: Path, faces_dir: Path) -> None:
+    """Between match_threshold and allow_threshold a face still protects its subject but
+    cannot borrow their consent (or self-use): it stays unknown and no grant use counts."""
+    from gate.settings import Settings
+
+    bob_photos = _photos(faces_dir, "ben_afflek")
+    owner = Requester(app_id="studio", user_id="bob-account")
+    with FaceGate.open(tmp_path / "measure") as gate:
+        bob = gate.enroll(bob_photos[:1], display_name="Bob", status="consenting", owner=owner)
+        gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"])
+        decisions = [(p, _swap(gate, p)) for p in bob_photos[1:]]
+        probe, d = next((p, d) for p, d in decisions
+                        if d.faces and d.faces[0].identity == "consented")  # type: ignore[attr-defined]
+        similarity = d.faces[0].similarity  # type: ignore[attr-defined]
+    assert similarity is not None and similarity > 0.2
+    for allow_at, expected in ((similarity - 0.01, "consented"), (similarity + 0.01, "unknown")):
+        settings = Settings(data_dir=tmp_path / f"at{allow_at:.3f}", allow_threshold=allow_at,
+                            match_threshold=min(0.2, allow_at))
+        with FaceGate.from_settings(settings) as gate:
+            bob = gate.enroll(bob_photos[:1], display_name="Bob", status="consenting",
+                              owner=owner)
+            grant = gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"],
+                               max_uses=1)
+            d = _swap(gate, probe)
+            assert d.faces[0].identity == expected  # type: ignore[attr-defined]
+            assert d.verdict == ("allow" if expected == "consented" else "needs_consent")  # type: ignore[attr-defined]
+            own = gate.check(GateRequest(operation="face_swap", requester=owner,
+                                         images=[ImageInput(role="target", data=probe)]))
+            assert own.faces[0].identity == ("self" if expected == "consented" else "unknown")
+            stored = gate.parts.store.get_grant(grant.grant_id)
+            assert stored is not None and stored.uses == (1 if expected == "consented" else 0)
+            # Protected, the same similarity is enough to deny.
+            gate.set_status(bob.subject_id, "protected")
+            assert _swap(gate, probe).verdict == "deny"  # type: ignore[attr-defined]
