@@ -568,9 +568,13 @@ def _decode(buf: bytes, limits: DecodeLimits) -> DecodedImage:
         _check_agreement(im, fmt, header)
         stored = im.size
         frame_count = _frame_count(im, fmt, header)
-        if fmt == "JPEG":
-            _draft_jpeg(im, limits.target_side_px)
-        raw = _read_frames(im, frame_count, header, limits.target_side_px)
+        fast = _decode_plain_jpeg(buf, im, limits.target_side_px) if fmt == "JPEG" else None
+        if fast is not None:
+            raw = [(0, _downscale(fast, limits.target_side_px))]
+        else:
+            if fmt == "JPEG":
+                _draft_jpeg(im, limits.target_side_px)
+            raw = _read_frames(im, frame_count, header, limits.target_side_px)
         orientation = _exif_orientation(im.info.get("exif"))
     frames = tuple(_finish(index, arr, orientation, stored) for index, arr in raw)
     width, height = stored[::-1] if orientation >= 5 else stored
@@ -603,6 +607,40 @@ def _frame_count(im: Image.Image, fmt: str, header: _Header) -> int:
     return count
 
 
+_CV2_REDUCED: Final = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+                       4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _jpeg_factor(width: int, height: int, target: int | None) -> int:
+    """Smallest DCT scaling factor (1, 2, 4, 8) that brings the longest side to ``target``."""
+    if target is None:
+        return 1
+    longest = max(width, height)
+    return next((f for f in (1, 2, 4, 8) if -(-longest // f) <= target), 8)
+
+
+def _decode_plain_jpeg(buf: bytes, im: Image.Image, target: int | None) -> Pixels | None:
+    """RGB pixels of an ordinary JPEG decoded by OpenCV's libjpeg, or None to use Pillow.
+
+    Only for 8-bit YCbCr or greyscale files that end with their EOI marker (a truncated
+    file has none and goes to Pillow, which refuses it). OpenCV decodes straight into one
+    BGR array with the same DCT scaling as ``_draft_jpeg``: about 3x faster than Pillow
+    plus the array conversion (docs/benchmarks.md). The header has been checked against
+    the limits already; EXIF orientation is applied by the caller, not by OpenCV.
+    """
+    if im.mode not in ("RGB", "L") or not buf.endswith(b"\xff\xd9"):
+        return None
+    width, height = im.size
+    factor = _jpeg_factor(width, height, target)
+    flags = _CV2_REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    bgr = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), flags)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or \
+            bgr.shape[:2] != (-(-height // factor), -(-width // factor)):
+        return None  # let Pillow decode it (and report what is wrong)
+    rgb: Pixels = bgr[:, :, ::-1]  # a view; _finish turns it back into contiguous BGR
+    return rgb
+
+
 def _draft_jpeg(im: Image.Image, target: int | None) -> None:
     """Let libjpeg downscale by 1/2, 1/4 or 1/8 while decoding (DCT scaling).
 
@@ -610,11 +648,8 @@ def _draft_jpeg(im: Image.Image, target: int | None) -> None:
     decoded image is between ``target / 2`` and ``target`` (up to the 1/8 limit) and
     full-resolution pixels of a large JPEG are never materialised.
     """
-    if target is None:
-        return
     width, height = im.size
-    longest = max(width, height)
-    factor = next((f for f in (1, 2, 4, 8) if -(-longest // f) <= target), 8)
+    factor = _jpeg_factor(width, height, target)
     if factor > 1:
         im.draft("RGB", (max(1, width // factor), max(1, height // factor)))
 

@@ -874,15 +874,55 @@ def big_jpeg() -> bytes:
 
 
 def _spy_jpeg_load(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Sizes (w, h) at which libjpeg decoded pixels, through Pillow or through OpenCV."""
     sizes: list[tuple[int, int]] = []
     real = JpegImagePlugin.JpegImageFile.load
+    real_imdecode = decode_mod.cv2.imdecode
 
     def spy(self: JpegImagePlugin.JpegImageFile) -> Any:
         sizes.append(self.size)
         return real(self)
 
+    def spy_imdecode(buf: Any, flags: int) -> Any:
+        out = real_imdecode(buf, flags)
+        if out is not None:
+            sizes.append((out.shape[1], out.shape[0]))
+        return out
+
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", spy)
+    monkeypatch.setattr(decode_mod.cv2, "imdecode", spy_imdecode)
     return sizes
+
+
+def test_plain_jpeg_takes_the_opencv_path_and_matches_pillow(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    arr = cv2_smooth(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    data = encode(Image.fromarray(arr), "JPEG", quality=90)
+    calls: list[int] = []
+    real_imdecode = decode_mod.cv2.imdecode
+    monkeypatch.setattr(decode_mod.cv2, "imdecode",
+                        lambda b, f: calls.append(f) or real_imdecode(b, f))
+    fast = decode_image(data).frames[0].pixels
+    assert calls, "an ordinary JPEG should be decoded by OpenCV"
+    with Image.open(io.BytesIO(data)) as im:
+        reference = np.asarray(im.convert("RGB"))[:, :, ::-1]
+    assert fast.shape == reference.shape and fast.flags["C_CONTIGUOUS"]
+    assert float(np.abs(fast.astype(int) - reference.astype(int)).mean()) < 1.5
+    # No EOI marker at the end (truncated): Pillow decodes, and refuses it.
+    calls.clear()
+    with pytest.raises(InvalidImage, match="truncated"):
+        decode_image(data[: len(data) * 3 // 4])
+    assert not calls
+    # CMYK and other modes are Pillow's.
+    cmyk = encode(Image.fromarray(arr).convert("CMYK"), "JPEG")
+    assert decode_image(cmyk).frames[0].pixels.shape == (300, 400, 3) and not calls
+
+
+def cv2_smooth(arr: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.asarray(cv2.GaussianBlur(arr, (0, 0), 3))
 
 
 def test_big_jpeg_is_downscaled_while_decoding(
