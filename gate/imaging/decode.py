@@ -637,8 +637,8 @@ def _decode_plain_jpeg(buf: bytes, im: Image.Image, target: int | None) -> Pixel
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or \
             bgr.shape[:2] != (-(-height // factor), -(-width // factor)):
         return None  # let Pillow decode it (and report what is wrong)
-    rgb: Pixels = bgr[:, :, ::-1]  # a view; _finish turns it back into contiguous BGR
-    return rgb
+    rgb: Pixels = np.asarray(bgr[:, :, ::-1], dtype=np.uint8)  # a view; _finish
+    return rgb  # turns it back into contiguous BGR without another conversion
 
 
 def _draft_jpeg(im: Image.Image, target: int | None) -> None:
