@@ -8,8 +8,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gate.policy.packs import default_policy_file
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
+#: ``policies/default.yaml`` of the source tree, else of the copy a wheel carries.
+DEFAULT_POLICY = default_policy_file()
 
 
 class Settings(BaseSettings):

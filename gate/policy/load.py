@@ -21,6 +21,7 @@ from yaml.scanner import ScannerError
 
 from gate.errors import PolicyError
 from gate.policy.model import Policy
+from gate.policy.packs import missing_packs_hint
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -87,7 +88,8 @@ def read_text(path: Path) -> str:
         with path.open(encoding="utf-8") as fh:
             text = fh.read(MAX_CHARS + 1)
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read the file ({type(exc).__name__})") from exc
+        raise PolicyError(f"{path}: cannot read the file ({type(exc).__name__})"
+                          f"{missing_packs_hint(path)}") from exc
     return text
 
 
