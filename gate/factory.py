@@ -36,26 +36,36 @@ def build_detector(settings: Settings) -> FaceDetector:
     if settings.detector == "fake":
         return detect.FakeDetector()
     if settings.detector == "scrfd":
-        if settings.scrfd_model is None:
-            raise ModelUnavailable("detector=scrfd needs GATE_SCRFD_MODEL=/path/to/det_*.onnx")
-        path, _ = packs.verify_user_model(settings.scrfd_model, role="detector",
-                                          pinned_sha256=settings.scrfd_sha256,
-                                          accepted_license=settings.accept_license)
-        return detect.ScrfdDetector(path, score_threshold=settings.det_score_threshold,
-                                    threads=_threads(settings), input_px=settings.det_input_px)
+        return _scrfd(settings)
     path = packs.prepared_default("detector", settings.resolved_model_cache())
     return detect.YuNetDetector(path, score_threshold=settings.det_score_threshold,
                                 threads=_threads(settings))
 
 
+def _scrfd(settings: Settings) -> FaceDetector:
+    from gate.vision import detect, packs
+
+    if settings.scrfd_model is None:
+        raise ModelUnavailable("an SCRFD detector needs GATE_SCRFD_MODEL=/path/to/det_*.onnx")
+    path, _ = packs.verify_user_model(settings.scrfd_model, role="detector",
+                                      pinned_sha256=settings.scrfd_sha256,
+                                      accepted_license=settings.accept_license)
+    return detect.ScrfdDetector(path, score_threshold=settings.det_score_threshold,
+                                threads=_threads(settings), input_px=settings.det_input_px)
+
+
 def build_robust_detector(settings: Settings) -> FaceDetector:
-    """The configured detector, wrapped for rotations and tight crops when enabled."""
-    from gate.vision.robust import OrientationRobustDetector
+    """The configured detector, wrapped for rotations and tight crops when enabled, plus
+    the optional second detector."""
+    from gate.vision.robust import OrientationRobustDetector, UnionDetector
 
     base = build_detector(settings)
+    detector: FaceDetector = base
     if settings.detect_orientations and settings.detector != "fake":
-        return OrientationRobustDetector(base)
-    return base
+        detector = OrientationRobustDetector(base)
+    if settings.second_detector == "scrfd" and settings.detector != "fake":
+        detector = UnionDetector(detector, _scrfd(settings))
+    return detector
 
 
 def build_embedder(settings: Settings) -> FaceEmbedder:

@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     detector: Literal["yunet", "scrfd", "fake"] = "yunet"
     #: ``sface`` (opencv-zoo, default), ``arcface`` (insightface weights), ``fake``.
     embedder: Literal["sface", "arcface", "fake"] = "sface"
-    #: Path of an SCRFD ``.onnx`` file when ``detector=scrfd``.
+    #: A second detector whose extra faces are added to the first one's: ``scrfd``
+    #: (needs ``scrfd_model``) finds small faces YuNet misses (docs/accuracy.md); it
+    #: costs one more upright pass per image. ``none`` by default.
+    second_detector: Literal["none", "scrfd"] = "none"
+    #: Path of an SCRFD ``.onnx`` file when ``detector=scrfd`` or ``second_detector=scrfd``.
     scrfd_model: Path | None = None
     #: Path of an ArcFace ``.onnx`` file when ``embedder=arcface``.
     arcface_model: Path | None = None

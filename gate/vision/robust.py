@@ -215,6 +215,28 @@ class OrientationRobustDetector:
 
 
 
+class UnionDetector:
+    """Every face of ``first``, plus the faces only ``second`` finds (an ensemble).
+
+    Measured on the shrink32 evasion (a face shrunk to 32 px in a 640x480 canvas): the
+    orientation-robust YuNet found 389 of 420, SCRFD-2.5GF 412, the union 412.
+    """
+
+    def __init__(self, first: FaceDetector, second: FaceDetector, *,
+                 iou_duplicate: float = 0.3) -> None:
+        self.first = first
+        self.second = second
+        self.name = f"{first.name}|{second.name}"
+        self.iou_duplicate = iou_duplicate
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        found = list(self.first.detect(image_bgr))
+        for det in self.second.detect(image_bgr):
+            if not any(box_iou(det.bbox, d.bbox) > self.iou_duplicate for d in found):
+                found.append(det)
+        return found
+
+
 def _fit(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """``image`` shrunk so its longer side is at most ``max_side``, and the factor back."""
     h, w = image.shape[:2]

@@ -91,3 +91,42 @@ def test_shrink_halves_with_a_pyramid_then_interpolates() -> None:
     board = (np.indices((1024, 1024)).sum(axis=0) % 2 * 255).astype(np.uint8)
     small = shrink(np.dstack([board] * 3), (300, 300))
     assert abs(float(small.mean()) - 127.5) < 2 and float(small.std()) < 3
+
+
+def test_second_detector_adds_the_small_faces_yunet_misses(
+        faces_dir: Path, shared_models_dir: Path, tmp_path: Path) -> None:
+    """GATE_SECOND_DETECTOR=scrfd: a face YuNet misses but SCRFD finds is checked too."""
+    import cv2
+
+    from gate.engine import FaceGate
+    from gate.errors import ModelUnavailable
+    from gate.evaluation.transforms import TRANSFORMS, TransformContext, decode_bgr, locate_face
+    from gate.types import GateRequest, ImageInput, Requester
+    from gate.vision.robust import UnionDetector
+
+    model = shared_models_dir / "insightface" / "det_2.5g.onnx"
+    with pytest.raises(ModelUnavailable, match="GATE_ACCEPT_LICENSE"):
+        FaceGate.open(tmp_path / "refused", second_detector="scrfd", scrfd_model=model)
+    yunet = build_robust_detector(Settings())
+    with FaceGate.open(tmp_path / "union", second_detector="scrfd", scrfd_model=model,
+                       accept_license="noncommercial") as gate:
+        union = gate.parts.detector
+        assert isinstance(union, UnionDetector)
+        gained = 0
+        for n, path in enumerate(sorted((faces_dir / "glint24").glob("*/*"))[::7][:60]):
+            data = path.read_bytes()
+            face = locate_face(yunet, decode_bgr(data))
+            if face is None:
+                continue
+            probe = TRANSFORMS["shrink32"](data, TransformContext(seed=n, face=face))
+            image = decode_bgr(probe)
+            mine, both = yunet.detect(image), union.detect(image)
+            assert len(both) >= len(mine)  # never loses a face
+            if not mine and both:
+                gained += 1
+                d = gate.check(GateRequest(
+                    operation="img2img", requester=Requester(app_id="studio"),
+                    images=[ImageInput(role="target", data=cv2.imencode(".png", image)[1]
+                                       .tobytes())]))
+                assert d.faces, "the face SCRFD found must reach the decision"
+        assert gained >= 1
