@@ -685,7 +685,8 @@ class FaceGate:
                 top = candidates[0].similarity
                 close = [h for h in candidates
                          if h is candidates[0] or h.similarity >= top - AMBIGUITY_MARGIN
-                         or subjects[h.subject_id].status == "protected"]  # type: ignore[union-attr]
+                         or (subjects[h.subject_id].status == "protected"  # type: ignore[union-attr]
+                             and h.similarity >= top - self.settings.protected_margin)]
                 readings = [(h, *identify(h.subject_id, h.similarity)) for h in close]
                 hit, identity, status, grant_id = max(
                     readings, key=lambda r: RESTRICTIVENESS.get((r[1], r[2]), 99))

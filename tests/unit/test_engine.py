@@ -436,3 +436,53 @@ def test_hnsw_index_persists_and_erasure_deletes_the_file(tmp_path: Path) -> Non
         assert gate.check(req("face_swap", ADA)).faces[0].identity == "unknown"
     finally:
         gate.close()
+
+
+def _subject_with_template(gate: FaceGate, vector: np.ndarray, status: str) -> str:
+    """A subject whose one template is exactly ``vector`` (crafted similarities)."""
+    import uuid
+
+    from gate.consent.store import utcnow
+    from gate.types import Subject
+
+    pack = gate.parts.embedder.pack_id
+    subject = Subject(subject_id=f"sub_{uuid.uuid4().hex[:20]}", display_name="Crafted",
+                      status=status, model_pack=pack, template_count=1,  # type: ignore[arg-type]
+                      created_at=utcnow())
+    blob = gate.parts.cipher.encrypt(vector.astype(np.float32), subject_id=subject.subject_id,
+                                     pack_id=pack)
+    gate.parts.store.add_subject(subject, [blob], gate.parts.cipher.key_id)
+    gate.sync()
+    return subject.subject_id
+
+
+def test_a_protected_lookalike_blocks_only_within_the_protected_margin(gate: FaceGate) -> None:
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"])
+    pack = gate.parts.embedder.pack_id
+    [blob] = gate.parts.store.subject_templates(bob.subject_id, pack)
+    v = gate.parts.cipher.decrypt(blob, subject_id=bob.subject_id, pack_id=pack)
+    w = np.random.default_rng(0).standard_normal(v.shape[0])
+    w -= (w @ v) * v
+    w /= np.linalg.norm(w)
+
+    def at(similarity: float) -> np.ndarray:
+        return np.asarray(similarity * v + np.sqrt(1 - similarity**2) * w)
+
+    assert gate.settings.protected_margin == pytest.approx(0.15)
+    calibrated = FaceGate(gate.parts, gate.settings.model_copy(
+        update={"match_threshold": 0.36, "allow_threshold": 0.40}))
+    # Bob's face is a 1.0 match; a protected person at 0.5 is far below: Bob's grant holds.
+    far = _subject_with_template(gate, at(0.5), "protected")
+    d = calibrated.check(req("face_swap", BOB))
+    assert d.verdict == "allow" and d.faces[0].subject_id == bob.subject_id
+    # Within the margin (0.9 vs 1.0) the protected reading wins.
+    near = _subject_with_template(gate, at(0.9), "protected")
+    d = calibrated.check(req("face_swap", BOB))
+    assert d.verdict == "deny" and d.faces[0].subject_id == near
+    gate.erase(near)
+    # protected_margin=2.0 restores "any protected match above the threshold blocks".
+    strict = FaceGate(gate.parts, calibrated.settings.model_copy(
+        update={"protected_margin": 2.0}))
+    d = strict.check(req("face_swap", BOB))
+    assert d.verdict == "deny" and d.faces[0].subject_id == far
