@@ -40,6 +40,14 @@ def test_grant_and_revocation_are_never_served_stale(fake_gate: FaceGate) -> Non
     assert fake_gate._analyses.hits >= 2
 
 
+def test_a_new_opt_out_applies_to_an_image_cached_before_it(fake_gate: FaceGate) -> None:
+    assert _swap(fake_gate).faces[0].identity == "unknown"  # analysed and cached
+    bob = fake_gate.enroll([BOB], display_name="Bob", status="protected")
+    d = _swap(fake_gate)
+    assert fake_gate._analyses.hits >= 1  # the cached faces were reused, not re-detected
+    assert d.verdict == "deny" and d.faces[0].subject_id == bob.subject_id
+
+
 def test_erasure_empties_the_cache(fake_gate: FaceGate) -> None:
     bob = fake_gate.enroll([BOB], display_name="Bob", status="protected")
     assert _swap(fake_gate).verdict == "deny"
