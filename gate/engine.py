@@ -642,7 +642,7 @@ class FaceGate:
         covering: dict[str, Grant] = {}
         req = request.requester
 
-        allow_threshold = max(self.settings.allow_threshold, threshold)
+        allow_threshold = self.settings.permissive_threshold
 
         def identify(subject_id: str, similarity: float = 1.0
                      ) -> tuple[str, str | None, str | None]:

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     def resolved_key_file(self) -> Path:
         return self.key_file or (self.data_dir / "keys" / "template.key")
 
+    @property
+    def permissive_threshold(self) -> float:
+        """Similarity a permissive reading needs: ``allow_threshold``, never below
+        ``match_threshold``."""
+        return max(self.allow_threshold, self.match_threshold)
+
     def resolved_model_cache(self) -> Path:
         if self.model_cache_dir is not None:
             return self.model_cache_dir

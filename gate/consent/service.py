@@ -439,9 +439,7 @@ class ConsentService:
     def _enrolled_match(self, reference: np.ndarray, *, to_act_as: bool = False) -> str | None:
         """The enrolled subject ``reference`` matches. ``to_act_as``: the person will act as
         that subject (grant consent), so the stricter allow threshold applies."""
-        settings = self.gate.settings
-        threshold = max(settings.allow_threshold, settings.match_threshold) if to_act_as \
-            else settings.match_threshold
+        threshold = self._prove_threshold() if to_act_as else self.gate.settings.match_threshold
         hits = self.gate.parts.index.search(reference[None, :].astype(np.float32), k=1)
         if hits and hits[0] and hits[0][0].similarity >= threshold:
             return str(hits[0][0].subject_id)
@@ -587,8 +585,7 @@ class ConsentService:
 
     def _prove_threshold(self) -> float:
         """Similarity a live person needs to prove they are a subject (a permissive act)."""
-        settings = self.gate.settings
-        return max(settings.allow_threshold, settings.match_threshold)
+        return self.gate.settings.permissive_threshold
 
     def _pending(self, request_id: str) -> ConsentRequest:
         request = self._load_request(request_id)

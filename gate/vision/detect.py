@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gate.errors import InferenceError, ModelUnavailable
+from gate.imaging.resize import shrink
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +122,6 @@ class YuNetDetector:
 
     def _blob(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """NCHW float32 input, and the factor from image pixels to input pixels."""
-        from gate.imaging.resize import shrink
-
         h, w = image.shape[:2]
         scale = self._SIZE / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))

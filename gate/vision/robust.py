@@ -6,7 +6,10 @@ rotated by 90/180/270 degrees and faces cropped so tightly that nothing surround
 a 2x2 mosaic holding the image rotated by 90, 180 and 270 degrees and an upright copy with
 a margin around it, each at half the detector's input size. Detections are mapped back
 to the original image; the alignment step then undoes the rotation (the similarity
-transform from the 5 landmarks to the ArcFace template includes it).
+transform from the 5 landmarks to the ArcFace template includes it). Only a face that is
+tilted (turned photos, heads at an angle) costs more: it is re-detected upright at full
+resolution so that its landmarks are as tight as an upright face's (``_refine``).
+``UnionDetector`` adds a second model's extra faces (an opt-in ensemble).
 """
 
 from __future__ import annotations
@@ -88,12 +91,13 @@ class OrientationRobustDetector:
 
         A face found rotated (in a mosaic cell, or tilted in the upright pass) was seen
         at low resolution or at an angle the detector rarely trained on, and its
-        landmarks are loose; alignment and recognition suffer (rot30 probes went
-        unrecognised 36 % of the time before this step, 19 % after). The original pixels are
-        warped so the face stands upright in the middle of a detector-sized patch, the
-        detector runs once more, and its landmarks are mapped back. ``None`` when the
-        patch yields no plausible face. The detector under-reports the roll of a tilted
-        face (a 35 degree tilt reads as 10-20 degrees), so a second round may follow.
+        landmarks are loose; alignment and recognition suffer (on the full efficacy run,
+        rot30 probes of protected people went unrecognised 32 % of the time before this
+        step, 19 % after; docs/accuracy.md). The original pixels are warped so the face
+        stands upright in the middle of a detector-sized patch, the detector runs once
+        more, and its landmarks are mapped back. ``None`` when the patch yields no
+        plausible face. The detector under-reports the roll of a tilted face (a 35 degree
+        tilt reads as 10-20 degrees), so a second round may follow.
         """
         import cv2
 
