@@ -45,6 +45,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from gate.durable import fsync_path
 from gate.errors import StorageError
 from gate.identity.index import ExactIndex, IdentityIndex, IndexHit
 
@@ -241,13 +242,13 @@ class HnswIndex:
         try:
             with self._lock:
                 self._index.save(str(tmp_index))
-                _fsync_file(tmp_index)
+                fsync_path(tmp_index)
                 index_bytes = tmp_index.stat().st_size
                 side_bytes = self._side_table_bytes(index_bytes, checkpoint)
             _write_synced(tmp_side, side_bytes)
             os.replace(tmp_index, target)
             os.replace(tmp_side, side)
-            _fsync_dir(target.parent)
+            fsync_path(target.parent)
         except OSError as exc:
             raise StorageError(f"could not save the identity index to {target.name}") from exc
         finally:
@@ -472,19 +473,3 @@ def _write_synced(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
