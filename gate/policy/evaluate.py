@@ -7,6 +7,17 @@ there are no faces (and if none matches then, the request is denied too). The ve
 the most severe of all these; the reasons are the matched rules whose effect equals it.
 The core rules below are always evaluated first and no policy file can remove them: being
 deny rules, no allow can override them.
+
+Jurisdiction packs (``gate.policy.jurisdictions``) are *overlays* on a base policy: their
+rules are evaluated with the base's, but a face or request no overlay rule speaks about is
+not denied because of the overlay, and an overlay's allow never rescues anything (allow is
+the least severe effect): it only adds its obligations to an allowed decision. So packs can
+only tighten: the verdict of base + packs is the most severe of all their effects.
+
+Formalities: a face whose identity is ``consented`` is checked against the formality
+requirements of every document (base and packs) that apply to the request's operation,
+content and the person's age; each requirement the covering grant's consent act did not
+meet adds a ``needs_consent`` reason with the requirement's id.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gate.policy.model import Policy, Rule, When
+from gate.policy.model import FormalityRequirement, Policy, Rule, When
 from gate.types import Reason
 
 SEVERITY = {"allow": 0, "needs_consent": 1, "deny": 2}
@@ -44,6 +55,16 @@ class FaceFacts:
     subject_status: str | None = None
     age_band: str = "unknown"
     grant_purpose: str | None = None
+    #: Formalities the covering grant's consent act met (``gate.policy.model.Formality``);
+    #: empty when there is no grant or the grant recorded none.
+    grant_formalities: frozenset[str] = frozenset()
+    #: The enrolled person is a minor (enrolled by a guardian).
+    subject_minor: bool = False
+
+    @property
+    def minor(self) -> bool:
+        """The person is, or appears to be, a minor."""
+        return self.subject_minor or self.age_band == "minor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +81,13 @@ class Evaluation:
     verdict: str
     reasons: tuple[Reason, ...]
     obligations: tuple[str, ...] = field(default=())
+    #: Codes of the jurisdiction packs that were applied, in canonical order.
+    jurisdictions: tuple[str, ...] = field(default=())
 
 
 class PolicyEngine(Protocol):
-    version: str
+    @property
+    def version(self) -> str: ...
 
     def evaluate(self, facts: RequestFacts) -> Evaluation: ...
 
@@ -102,38 +126,58 @@ class RulePolicyEngine:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.version = f"{policy.policy}@{policy.version}"
-        self._rules = CORE_RULES + tuple(policy.rules)
 
     def evaluate(self, facts: RequestFacts) -> Evaluation:
-        matched: list[tuple[Rule, str | None]] = []
-        face_verdicts: list[str] = []  # one per face: face_refs need not be unique
-        request_rules = [r for r in self._rules if _request_matches(r.when, facts)]
-        for face in facts.faces:
-            hits = [r for r in request_rules if r.scope == "face" and _face_matches(r.when, face)]
-            if not hits:
-                matched.append((_NO_RULE, face.face_ref))
-                face_verdicts.append("deny")
-                continue
-            matched += [(r, face.face_ref) for r in hits]
-            face_verdicts.append(max((r.effect for r in hits), key=SEVERITY.__getitem__))
-        for rule in request_rules:
-            if rule.scope == "request":
-                matched.append((rule, None))
-        effects = face_verdicts + [r.effect for r, ref in matched if ref is None]
-        if not effects:
-            matched.append((_NO_RULE, None))
-            effects = ["deny"]
-        verdict = max(effects, key=SEVERITY.__getitem__)
-        reasons = tuple(
-            Reason(rule_id=r.id, effect=r.effect, message=r.message, face_ref=ref)
-            for r, ref in matched if r.effect == verdict
-        )
-        obligations: list[str] = []
-        if verdict == "allow":
-            for ob in [*self.policy.obligations, *(o for r, _ in matched for o in r.obligations)]:
-                if ob not in obligations:
-                    obligations.append(ob)
-        return Evaluation(verdict=verdict, reasons=reasons, obligations=tuple(obligations))
+        return evaluate_documents(self.policy, (), facts)
+
+
+def evaluate_documents(base: Policy, overlays: Sequence[Policy],
+                       facts: RequestFacts) -> Evaluation:
+    """Evaluate ``base`` (with the core rules and deny by default) and ``overlays``."""
+    matched: list[tuple[Rule, str | None]] = []
+    face_verdicts: list[str] = []  # one per face: face_refs need not be unique
+    base_rules = [r for r in (*CORE_RULES, *base.rules) if _request_matches(r.when, facts)]
+    overlay_rules = [r for doc in overlays for r in doc.rules
+                     if _request_matches(r.when, facts)]
+    requirements = [req for doc in (base, *overlays) for req in doc.formalities]
+    for face in facts.faces:
+        hits = [r for r in base_rules if r.scope == "face" and _face_matches(r.when, face)]
+        if not hits:
+            hits = [_NO_RULE]
+        hits += [r for r in overlay_rules if r.scope == "face" and _face_matches(r.when, face)]
+        hits += _missing_formalities(requirements, facts, face)
+        matched += [(r, face.face_ref) for r in hits]
+        face_verdicts.append(max((r.effect for r in hits), key=SEVERITY.__getitem__))
+    base_request = [r for r in base_rules if r.scope == "request"]
+    if not facts.faces and not base_request:
+        base_request = [_NO_RULE]
+    for rule in (*base_request, *(r for r in overlay_rules if r.scope == "request")):
+        matched.append((rule, None))
+    effects = face_verdicts + [r.effect for r, ref in matched if ref is None]
+    verdict = max(effects, key=SEVERITY.__getitem__)
+    reasons = tuple(
+        Reason(rule_id=r.id, effect=r.effect, message=r.message, face_ref=ref)
+        for r, ref in matched if r.effect == verdict
+    )
+    obligations: list[str] = []
+    if verdict == "allow":
+        tops = [o for doc in (base, *overlays) for o in doc.obligations]
+        for ob in [*tops, *(o for r, _ in matched for o in r.obligations)]:
+            if ob not in obligations:
+                obligations.append(ob)
+    return Evaluation(verdict=verdict, reasons=reasons, obligations=tuple(obligations))
+
+
+def _missing_formalities(requirements: Sequence[FormalityRequirement], facts: RequestFacts,
+                         face: FaceFacts) -> list[Rule]:
+    """A needs_consent pseudo-rule per requirement a consented face's grant did not meet."""
+    if face.identity != "consented":
+        return []
+    return [Rule.model_construct(id=req.id, effect="needs_consent", message=req.message,
+                                 scope="face", when=When(), obligations=[], sources=[])
+            for req in requirements
+            if req.applies(facts.operation, facts.content, minor=face.minor)
+            and req.formality not in face.grant_formalities]
 
 
 _NO_RULE = Rule(id="default.no_matching_rule", effect="deny",

@@ -1,5 +1,7 @@
 """Where the policy packs that ship with the gate are (default, creative-app, ...).
 
+The jurisdiction packs are in its ``jurisdictions/`` subfolder (``cn.yaml``, ``eu.yaml``...).
+
 Their one source is the top-level ``policies/`` folder of the repository. A source checkout
 or an editable install reads that folder; a wheel carries a copy of it as package data,
 ``gate/_bundled_policies/`` (made at build time by ``setup.py``), found here through
@@ -16,6 +18,7 @@ SOURCE_DIR = Path(__file__).resolve().parents[2] / "policies"
 #: Folder of the copy inside an installed ``gate`` package (written by setup.py).
 BUNDLED_NAME = "_bundled_policies"
 DEFAULT_NAME = "default.yaml"
+JURISDICTIONS_NAME = "jurisdictions"
 
 
 def source_dir() -> Path | None:
@@ -38,6 +41,11 @@ def bundled_dir(package: str = "gate") -> Path | None:
 def packs_dir() -> Path | None:
     """The folder of the policy packs: the source tree's, else the bundled copy, else None."""
     return source_dir() or bundled_dir()
+
+
+def jurisdictions_dir() -> Path:
+    """``jurisdictions/`` of ``packs_dir()``: the packs ``cn.yaml``, ``eu.yaml``, ..."""
+    return (packs_dir() or SOURCE_DIR) / JURISDICTIONS_NAME
 
 
 def default_policy_file() -> Path:
