@@ -1,0 +1,1 @@
+"""Incident response: perceptual hashes of reported images and shared hash lists."""

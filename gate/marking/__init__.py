@@ -1,0 +1,1 @@
+"""Marking generated outputs so a leaked copy can be traced to its request."""
