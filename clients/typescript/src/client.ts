@@ -34,6 +34,10 @@ import type {
 } from "./types.js";
 
 type Schemas = components["schemas"];
+/** A request body of the API. Every field the client sends must exist there with its type,
+ * so a renamed, removed or retyped field fails the build; a field the API adds (with a
+ * default) does not, until the client chooses to send it. */
+type Body<Name extends keyof Schemas> = Partial<Schemas[Name]>;
 type Method = "GET" | "POST" | "DELETE";
 type Query = Record<string, string | number | undefined>;
 
@@ -105,7 +109,7 @@ export class GateClient {
     const images = await Promise.all((args.images ?? []).map(async (image, i) => ({
       role: image.role, data_b64: await toBase64(image.data, `images[${i}].data`),
     })));
-    const body: Schemas["CheckBody"] = {
+    const body: Body<"CheckBody"> = {
       operation: args.operation, images, prompt: args.prompt ?? "",
       negative_prompt: args.negativePrompt ?? "", content: args.content ?? ["general"],
       purpose: args.purpose ?? null, user_id: args.userId ?? null,
@@ -116,7 +120,7 @@ export class GateClient {
 
   /** Screen a generated image; the answer can only tighten the input decision. */
   async checkOutput(args: CheckOutputArgs, options?: CallOptions): Promise<Decision> {
-    const body: Schemas["CheckOutputBody"] = {
+    const body: Body<"CheckOutputBody"> = {
       image_b64: await toBase64(args.image, "image"), request_id: args.requestId,
       operation: args.operation ?? "txt2img", content: args.content ?? ["general"],
       prompt: args.prompt ?? "", user_id: args.userId ?? null,
@@ -129,7 +133,7 @@ export class GateClient {
   /** Enrol a person from photos that each show exactly one face. */
   async enroll(args: EnrollArgs, options?: CallOptions): Promise<Subject> {
     const images = await Promise.all(args.images.map((data, i) => toBase64(data, `images[${i}]`)));
-    const body: Schemas["EnrollBody"] = {
+    const body: Body<"EnrollBody"> = {
       images_b64: images, display_name: args.displayName, status: args.status ?? "protected",
       owner_user_id: args.ownerUserId ?? null, aliases: args.aliases ?? [],
       guardian: args.guardian ?? false,
@@ -150,7 +154,7 @@ export class GateClient {
   async setStatus(subjectId: string, status: SubjectStatus,
                   options?: CallOptions): Promise<Subject> {
     const path = route("/v1/subjects/{subject_id}/status", { subject_id: subjectId });
-    const body: Schemas["StatusBody"] = { status };
+    const body: Body<"StatusBody"> = { status };
     return this.#object(await this.#call("POST", path, { body }, options));
   }
 
@@ -173,7 +177,7 @@ export class GateClient {
   // -- grants (admin scope) ---------------------------------------------------------------
   /** Record a subject's consent for a grantee app; the answer carries its signed token. */
   async grant(args: GrantArgs, options?: CallOptions): Promise<Grant> {
-    const body: Schemas["GrantBody"] = {
+    const body: Body<"GrantBody"> = {
       subject_id: args.subjectId, app_id: args.appId, operations: args.operations,
       content: args.content ?? ["general"], user_id: args.userId ?? null,
       purpose: args.purpose ?? null, not_before: isoTime(args.notBefore),
@@ -211,7 +215,7 @@ export class GateClient {
   /** Ask the person of a `needs_consent` face; forward the answer's `link` to them. */
   async createConsentRequest(args: ConsentRequestArgs,
                              options?: CallOptions): Promise<ConsentRequestCreated> {
-    const body: Schemas["ConsentRequestBody"] = {
+    const body: Body<"ConsentRequestBody"> = {
       image: await toBase64(args.image, "image"), bbox: args.bbox ? [...args.bbox] : null,
       operation: args.operation, content: args.content ?? ["general"],
       purpose: args.purpose ?? null, user_id: args.userId ?? null,

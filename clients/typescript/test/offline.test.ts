@@ -170,7 +170,12 @@ function claimsAt(over: Record<string, unknown> = {}): Record<string, unknown> {
 test("both header names of the Ed25519 signature verify; other headers do not", async () => {
   const { jwks, sign } = await issuer();
   const opts = { jwks, appId: "studio", now: AT };
-  assert.equal((await verifyGrantToken(await sign(claimsAt()), opts)).gid, "gr_1");
+  const claims = await verifyGrantToken(await sign(claimsAt()), opts);
+  assert.deepEqual([claims.gid, claims.sub, claims.uid, claims.max_uses, claims.frm],
+                   ["gr_1", "sub_1", null, null, []]);
+  const formal = await sign(claimsAt({ frm: ["explicit_consent"], uid: "u1", max_uses: 3 }));
+  const withFrm = await verifyGrantToken(formal, opts);
+  assert.deepEqual([withFrm.frm, withFrm.uid, withFrm.max_uses], [["explicit_consent"], "u1", 3]);
   assert.equal((await verifyGrantToken(await sign(claimsAt(), { alg: "EdDSA" }), opts)).kid, "k1");
   for (const header of [{ typ: "JWT" }, { typ: undefined }, { kid: 7 }]) {
     assert.equal(await codeOf(verifyGrantToken(await sign(claimsAt(), header), opts)),
@@ -205,7 +210,8 @@ test("tampered, malformed, unknown-key and wrong-key tokens are refused", async 
   assert.equal(await codeOf(verifyGrantToken(good, { ...opts, jwks: swapped })), "token_invalid");
   const notEd = { keys: [{ kty: "EC", crv: "P-256", kid: "k1", x: "a", y: "b" }] };
   assert.equal(await codeOf(verifyGrantToken(good, { ...opts, jwks: notEd })), "token_invalid");
-  for (const over of [{ ops: "face_swap" }, { nbf: "1" }, { sub: 1 }, { exp: 1.5 }]) {
+  for (const over of [{ ops: "face_swap" }, { nbf: "1" }, { sub: 1 }, { exp: 1.5 },
+                      { frm: "explicit_consent" }, { uid: 7 }, { aud: undefined }]) {
     assert.equal(await codeOf(verifyGrantToken(await sign(claimsAt(over)), opts)),
                  "token_invalid", JSON.stringify(over));
   }

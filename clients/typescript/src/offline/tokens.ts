@@ -66,8 +66,10 @@ export class GrantClaims {
   readonly iat: number;
   readonly max_uses: number | null;
   readonly kid: string;
+  /** Consent formalities the grant records (`explicit_consent`...; empty when none). */
+  readonly frm: readonly string[];
 
-  constructor(fields: Omit<GrantClaims, "covers">) {
+  constructor(fields: Omit<GrantClaims, "covers" | "frm"> & { frm?: readonly string[] }) {
     this.sub = fields.sub;
     this.gid = fields.gid;
     this.aud = fields.aud;
@@ -80,6 +82,7 @@ export class GrantClaims {
     this.iat = fields.iat;
     this.max_uses = fields.max_uses;
     this.kid = fields.kid;
+    this.frm = Object.freeze([...(fields.frm ?? [])]);
     Object.freeze(this);
   }
 
@@ -173,6 +176,7 @@ function claimsFrom(payload: Uint8Array, kid: string): GrantClaims {
     ops: texts("ops"), content: texts("content"), purpose: optionalText("purpose"),
     nbf: integer("nbf"), exp: integer("exp"), iat: integer("iat"),
     max_uses: raw["max_uses"] == null ? null : integer("max_uses"), kid,
+    frm: raw["frm"] == null ? [] : texts("frm"),
   });
 }
 
