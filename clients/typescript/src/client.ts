@@ -192,9 +192,10 @@ export class GateClient {
     return this.#object(await this.#call("DELETE", path, {}, options));
   }
 
-  async listGrants(filter: { readonly subjectId?: string } = {},
+  /** Every grant, or one subject's (`listGrants("sub_...")` or `{ subjectId }`). */
+  async listGrants(filter: string | { readonly subjectId?: string } = {},
                    options?: CallOptions): Promise<Grant[]> {
-    const query = { subject_id: filter.subjectId };
+    const query = { subject_id: typeof filter === "string" ? filter : filter.subjectId };
     return this.#list(await this.#call("GET", route("/v1/grants"), { query }, options));
   }
 

@@ -130,6 +130,8 @@ test("subjects, grants, tokens, revocations, audit: the whole lifecycle",
   assert.equal(allowed.faces[0]?.grant_id, grant.grant_id);
   const listed = await admin.listGrants({ subjectId: subject.subject_id });
   assert.deepEqual(listed.map((g) => g.grant_id), [grant.grant_id]);
+  assert.deepEqual(await admin.listGrants(subject.subject_id), listed);
+  assert.ok((await admin.listGrants()).some((g) => g.grant_id === grant.grant_id));
   const fresh = await app.grantToken(grant.grant_id);
   assert.equal(fresh.grant_id, grant.grant_id);
   assert.equal(typeof fresh.token, "string");
