@@ -75,7 +75,7 @@ class HashListEntry:
     collab: str = ""  # collaboration / bank / list name
     category: str = "POSITIVE_CLASS"  # SignalOpinionCategory name
     tags: tuple[str, ...] = ()
-    source_id: str = ""  # te-simple: descriptor id (or indicator id for HMA rows)
+    source_id: str = ""  # te-simple: the first descriptor id
     added_on: str = ""  # te-simple: as the exporter wrote it
 
 
@@ -206,7 +206,7 @@ def _read_simple(text: str, collab: str) -> HashList:
         if len(row) == 4:  # CliIndicatorSerialization
             indicator, descriptor_id, added_on, labels = row
         elif len(row) == 5:  # HMASerialization: indicator id second
-            indicator, descriptor_id, _, added_on, labels = row
+            indicator, _, descriptor_id, added_on, labels = row
         else:
             raise HashListError(f"line {number}: expected 4 or 5 columns")
         _bounded(entries)
