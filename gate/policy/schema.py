@@ -2,9 +2,11 @@
 
 ``policies/schema.json`` is this output, committed so that editors can validate policy
 YAML (``# yaml-language-server: $schema=./schema.json``); a test keeps it from drifting.
-Regenerate with ``gate policy schema --output policies/schema.json``. Two checks are not
-expressible in JSON Schema and live only in the loader: unique rule ids and
-``face_count.min <= face_count.max``.
+Regenerate with ``gate policy schema --output policies/schema.json``. Jurisdiction packs
+(``policies/jurisdictions/``) use the same schema (``$schema=../schema.json``). Checks not
+expressible in JSON Schema live only in the loader: unique ids, ``face_count.min <=
+face_count.max``, a pack's ids starting with its code, every pack item citing a source,
+cited sources existing, and label obligations having their ``labels`` parameters.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import shutil
@@ -18,10 +19,20 @@ from gate.settings import DEFAULT_POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
+
+
+def _setup_patterns() -> tuple[str, ...]:
+    """``PATTERNS`` of setup.py, read without running it."""
+    for node in ast.parse((ROOT / "setup.py").read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "PATTERNS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise AssertionError("setup.py has no PATTERNS")
+
+
 # What setup.py copies into the wheel (relative to policies/).
-SHIPPED = sorted(str(p.relative_to(POLICIES)) for pattern in ("*.yaml", "schema.json",
-                                                               "tests/*.yaml")
-                 for p in POLICIES.glob(pattern))
+SHIPPED = sorted({str(p.relative_to(POLICIES)) for pattern in _setup_patterns()
+                  for p in POLICIES.glob(pattern)})
 
 
 def _fake_installed_package(root: Path, name: str) -> Path:
@@ -62,6 +73,18 @@ def test_without_a_source_tree_the_bundled_copy_is_read(
     assert packs.packs_dir() == bundled
     assert packs.default_policy_file() == bundled / "default.yaml"
     assert load_policy(packs.default_policy_file()).policy == "default"
+
+
+def test_the_jurisdiction_packs_are_a_subfolder_of_the_packs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_source_tree: Path) -> None:
+    monkeypatch.setattr(packs, "SOURCE_DIR", POLICIES)
+    assert packs.jurisdictions_dir() == POLICIES / "jurisdictions"
+    monkeypatch.setattr(packs, "SOURCE_DIR", no_source_tree)
+    bundled = _fake_installed_package(tmp_path, "bundled_packs_probe2")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(packs, "bundled_dir",
+                        functools.partial(packs.bundled_dir, "bundled_packs_probe2"))
+    assert packs.jurisdictions_dir() == bundled / "jurisdictions"
 
 
 def test_a_stray_policies_folder_without_a_checkout_is_not_the_source_tree(

@@ -112,3 +112,99 @@ def test_schema_prints_and_writes_the_committed_schema(tmp_path: Path) -> None:
     written = runner.invoke(policy_app, ["schema", "--output", str(out)])
     assert written.exit_code == 0
     assert out.read_text(encoding="utf-8") == committed
+
+
+# -- jurisdiction packs ------------------------------------------------------------------------
+def test_check_reports_a_jurisdiction_pack() -> None:
+    result = runner.invoke(policy_app, ["check", str(POLICIES / "jurisdictions" / "cn.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("OK ")
+    assert "jurisdiction pack cn jurisdiction-cn@" in result.stdout
+
+
+def test_test_of_the_tests_folder_runs_the_pack_tables_too() -> None:
+    result = runner.invoke(policy_app, ["test", str(POLICIES / "tests")])
+    assert result.exit_code == 0, result.output
+    assert any("jurisdictions/cn+eu.yaml" in ln for ln in result.stdout.splitlines())
+    assert any("jurisdictions/us-il.yaml" in ln for ln in result.stdout.splitlines())
+
+
+def test_test_composes_a_plain_table_with_packs(tmp_path: Path) -> None:
+    table = tmp_path / "cases.yaml"
+    table.write_text(TABLE.replace("verdict: allow, rule_ids: [allow.self]",
+                                   "verdict: allow, rule_ids: [allow.self], "
+                                   "obligations: [label_ai_content, label_visible, "
+                                   "label_gb45438_metadata], jurisdictions: [cn]"))
+    args = ["test", str(table), "--policy", str(POLICIES / "default.yaml")]
+    assert runner.invoke(policy_app, [*args, "--jurisdictions", "cn"]).exit_code == 0
+    assert runner.invoke(policy_app, args).exit_code == 1
+    bad = runner.invoke(policy_app, [*args, "--jurisdictions", "cn,mars"])
+    assert bad.exit_code == 1
+    assert "unknown jurisdiction code 'mars'" in bad.stderr
+
+
+def test_explain_prints_what_applies_with_sources() -> None:
+    result = runner.invoke(policy_app, ["explain", "--jurisdictions", "cn,eu"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.startswith("policy set: default@")
+    assert "jurisdictions: cn (People's Republic of China (mainland)), eu (European Union)" \
+        in out
+    for expected in ("cn.portrait.unknown_face_changed: needs_consent",
+                     "eu.ai_act.deepfake_disclosure: allow",
+                     "label_visible: text en: 'AI生成 | AI-generated'; zh: 'AI生成'",
+                     "text height >= 5% of the shorter side",
+                     "label_gb45438_metadata: fields Label, ContentProducer, ProduceID",
+                     "mark_machine_readable: "
+                     "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
+                     "cn.formality.separate_consent: separate_consent for every operation",
+                     "eu.formality.guardian_consent: guardian_consent for every operation, "
+                     "minors only",
+                     "retention of biometric templates: no limit set",
+                     "takedown: no deadline set",
+                     "eu.duty.dpia:",
+                     "source: Personal Information Protection Law of the PRC (个人信息保护法), "
+                     "Art. 29 <https://",
+                     "Art. 50(2) <https://eur-lex.europa.eu/eli/reg/2024/1689/oj>"):
+        assert expected in out, expected
+
+
+def test_explain_of_a_state_shows_retention_takedown_and_the_federal_pack() -> None:
+    result = runner.invoke(policy_app, ["explain", "--jurisdictions", "us-il"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "jurisdictions: us-il (United States - Illinois), us (United States (federal))" \
+        in out
+    assert "us-il implies us" in out
+    assert ("retention of biometric templates: 1095 days after the last interaction; "
+            "0 days after the purpose ended") in out
+    assert "takedown: within 48 hours of a valid request" in out
+    assert "(max_days_since_last_interaction=1095)" in out
+    assert "740 ILCS 14" in out
+
+
+def test_explain_json_is_the_same_data() -> None:
+    result = runner.invoke(policy_app, ["explain", "--jurisdictions", "us-tx", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [p["code"] for p in data["jurisdictions"]] == ["us-tx", "us"]
+    assert data["retention"]["days_after_purpose_end"] == 365
+    assert data["takedown"]["hours"] == 48
+    assert data["formalities"][0]["formality"] == "informed_consent"
+    assert data["formalities"][0]["sources"][0]["url"].startswith("https://statutes.capitol")
+
+
+def test_explain_without_packs_and_with_another_base() -> None:
+    result = runner.invoke(policy_app, ["explain", "--policy",
+                                        str(POLICIES / "creative-app.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "jurisdictions: none (the base policy alone)" in result.stdout
+    assert "embed_c2pa_manifest (base): allowed decisions where rule " \
+           "allow.unknown_face_edit_general matches" in result.stdout
+
+
+def test_explain_rejects_an_unknown_code() -> None:
+    result = runner.invoke(policy_app, ["explain", "--jurisdictions", "cn,uk"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("unknown jurisdiction code 'uk'; valid codes: cn, eu, "
+                                     "us-il, us-tx, us-wa, us")

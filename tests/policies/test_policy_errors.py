@@ -159,3 +159,122 @@ def test_errors_do_not_echo_long_values() -> None:
     secret = "x" * 500
     err = _error(BASE.replace("effect: allow", f"effect: {secret}"))
     assert secret not in err.message
+
+
+# -- jurisdiction packs: checks the loader makes, each pointing at its line -------------------
+PACK = """\
+policy: pack
+version: "1"
+jurisdiction:
+  code: us-il
+  name: Illinois
+formalities:
+  - id: us-il.formality.release
+    formality: written_release
+    message: release needed
+    sources: [bipa.b]
+retention:
+  - id: us-il.retention.last
+    days: 1095
+    since: last_interaction
+    message: three years
+    sources: [bipa.a]
+sources:
+  bipa.a: {title: BIPA, article: 15(a), url: "https://ilga.gov/", verified: primary_text}
+  bipa.b: {title: BIPA, article: 15(b), url: "https://ilga.gov/", verified: primary_text}
+"""  # 19 lines
+
+
+def test_pack_base_is_valid() -> None:
+    pack = parse_policy(PACK)
+    assert pack.jurisdiction is not None and pack.rules == []
+
+
+@pytest.mark.parametrize(("old", "new", "line", "field", "hint"), [
+    pytest.param("id: us-il.retention.last", "id: il.retention.last", 12, "retention[0].id",
+                 "ids in the 'us-il' pack start with 'us-il.'", id="id-without-code"),
+    pytest.param("    sources: [bipa.b]\n", "", 7, "formalities[0].sources",
+                 "every item of a jurisdiction pack cites at least one source",
+                 id="item-without-source"),
+    pytest.param("sources: [bipa.a]", "sources: [bipa.z]", 16, "retention[0].sources[0]",
+                 "unknown source 'bipa.z' (sources: bipa.a, bipa.b)", id="unknown-source"),
+    pytest.param("id: us-il.retention.last", "id: us-il.formality.release", 12,
+                 "retention[0].id", "duplicate id 'us-il.formality.release'",
+                 id="duplicate-id-across-sections"),
+    pytest.param("formality: written_release", "formality: written_relase", 8,
+                 "formalities[0].formality", "did you mean 'written_release'?",
+                 id="misspelt-formality"),
+    pytest.param("  code: us-il", "  code: us-ny", 4, "jurisdiction.code",
+                 "(got 'us-ny'", id="unknown-code"),
+    pytest.param("  name: Illinois\n", "  name: Illinois\n  implies: [us-il]\n", 6,
+                 "jurisdiction.implies", "a jurisdiction cannot imply itself",
+                 id="implies-itself"),
+    pytest.param("since: last_interaction", "since: last_visit", 14, "retention[0].since",
+                 "Input should be 'last_interaction' or 'purpose_end'", id="unknown-clock"),
+    pytest.param('verified: primary_text}\n  bipa.b', 'verified: trust_me}\n  bipa.b', 18,
+                 "sources.bipa.a.verified", "Input should be", id="unknown-verification"),
+    pytest.param("policy: pack\n", "policy: pack\nobligations: [label_visible]\n", 2,
+                 "obligations[0]", "obligation 'label_visible' needs its parameters in "
+                 "'labels.visible'", id="label-obligation-without-parameters"),
+])
+def test_pack_errors_name_file_line_and_field(old: str, new: str, line: int, field: str,
+                                              hint: str) -> None:
+    assert old in PACK
+    err = _error(PACK.replace(old, new, 1))
+    assert _first(err).startswith(f"demo.yaml:{line}: field '{field}': "), err.message
+    assert hint in _first(err)
+
+
+LABELS = """\
+labels:
+  visible:
+    id: us-il.label.visible
+    text: {en: AI-generated, zh: AI生成}
+    positions: [bottom_right, top_left]
+    min_text_height_ratio: 0.05
+    message: m
+    sources: [bipa.a]
+  metadata:
+    id: us-il.label.metadata
+    scheme: gb45438
+    fields: [Label, ContentProducer, ProduceID, ReservedCode1, ContentPropagator,
+             PropagateID, ReservedCode2]
+    xmp_namespace: http://www.tc260.org.cn/ns/AIGC/1.0/
+    message: m
+    sources: [bipa.a]
+"""  # appended after PACK: lines 20-35
+
+
+def test_pack_with_labels_is_valid() -> None:
+    pack = parse_policy(PACK + LABELS)
+    assert pack.labels is not None and pack.labels.metadata is not None
+    assert pack.labels.metadata.label_value == "1"
+
+
+@pytest.mark.parametrize(("old", "new", "line", "field", "hint"), [
+    pytest.param("{en: AI-generated, zh: AI生成}", "{en: AI-generated}", 23,
+                 "labels.visible.text", "'zh' is missing", id="label-text-without-zh"),
+    pytest.param("[bottom_right, top_left]", "[top_left, top_left]", 24,
+                 "labels.visible.positions", "listed twice", id="position-twice"),
+    pytest.param("min_text_height_ratio: 0.05", "min_text_height_ratio: 5", 25,
+                 "labels.visible.min_text_height_ratio", "less than or equal to 0.5",
+                 id="ratio-as-percent"),
+    pytest.param("fields: [Label, ContentProducer, ProduceID,",
+                 "fields: [ContentProducer, Label, ProduceID,", 31, "labels.metadata.fields",
+                 "fields must be exactly Label, ContentProducer", id="metadata-field-order"),
+])
+def test_label_errors_name_file_line_and_field(old: str, new: str, line: int, field: str,
+                                               hint: str) -> None:
+    text = PACK + LABELS
+    assert old in text
+    err = _error(text.replace(old, new, 1))
+    assert _first(err).startswith(f"demo.yaml:{line}: field '{field}': "), err.message
+    assert hint in _first(err)
+
+
+def test_a_base_policy_without_rules_is_an_error() -> None:
+    err = _error('policy: demo\nversion: "1"\nrules: []\n')
+    assert _first(err).startswith("demo.yaml:3: field 'rules': a policy needs at least one "
+                                  "rule (only a jurisdiction pack may have none)")
+    missing = _error('policy: demo\nversion: "1"\n')
+    assert "a policy needs at least one rule" in _first(missing)

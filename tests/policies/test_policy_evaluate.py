@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from gate.policy.evaluate import FaceFacts, RequestFacts, RulePolicyEngine
+from gate.policy.evaluate import FaceFacts, RequestFacts, RulePolicyEngine, evaluate_documents
 from gate.policy.load import parse_policy
-from gate.policy.model import CountRange
+from gate.policy.model import CountRange, Policy
 
 
 def _engine(rules: str, obligations: str = "[]") -> RulePolicyEngine:
@@ -21,7 +23,7 @@ ALLOW_ALL = """\
 """
 
 
-def _face(ref: str = "f0", identity: str = "unknown", **kw: str) -> FaceFacts:
+def _face(ref: str = "f0", identity: str = "unknown", **kw: Any) -> FaceFacts:
     return FaceFacts(face_ref=ref, identity=identity, role=kw.pop("role", "init"), **kw)
 
 
@@ -150,3 +152,63 @@ def test_count_range(bounds: CountRange, inside: list[int], outside: list[int]) 
 
 def test_version_names_policy_and_version() -> None:
     assert _engine(ALLOW_ALL).version == "t@1"
+
+
+# -- overlays (jurisdiction packs): they only tighten -------------------------------------
+def _overlay(rules: str, obligations: str = "[]") -> Policy:
+    return parse_policy(f"policy: o\nversion: '1'\njurisdiction: {{code: us, name: US}}\n"
+                        f"obligations: {obligations}\nrules:\n{rules}"
+                        "sources: {s.a: {title: T, article: A, url: 'https://x.org/', "
+                        "verified: unconfirmed}}\n")
+
+
+def test_an_overlay_allow_never_rescues_a_face_the_base_does_not_allow() -> None:
+    base = _engine("  - {id: allow.self, effect: allow, message: m, when: {identity: [self]}}\n")
+    overlay = _overlay("  - {id: us.any, effect: allow, message: m, sources: [s.a], "
+                       "obligations: [log_for_review]}\n")
+    evaluation = evaluate_documents(base.policy, [overlay], _facts(_face(identity="unknown")))
+    assert evaluation.verdict == "deny"
+    assert [r.rule_id for r in evaluation.reasons] == ["default.no_matching_rule"]
+    allowed = evaluate_documents(base.policy, [overlay], _facts(_face(identity="self")))
+    assert [r.rule_id for r in allowed.reasons] == ["allow.self", "us.any"]
+    assert allowed.obligations == ("log_for_review",)
+
+
+def test_an_overlay_tightens_and_its_reasons_alone_explain_it() -> None:
+    overlay = _overlay("  - {id: us.consent, effect: needs_consent, message: m, "
+                       "sources: [s.a], when: {identity: [unknown]}}\n",
+                       obligations="[notify_subject]")
+    base = _engine(ALLOW_ALL, obligations="[label_ai_content]")
+    tightened = evaluate_documents(base.policy, [overlay], _facts(_face(identity="unknown")))
+    assert (tightened.verdict, [r.rule_id for r in tightened.reasons]) == (
+        "needs_consent", ["us.consent"])
+    assert tightened.obligations == ()
+    allowed = evaluate_documents(base.policy, [overlay], _facts(_face(identity="self")))
+    assert allowed.obligations == ("label_ai_content", "notify_subject")
+
+
+def test_an_overlay_request_rule_does_not_stand_in_for_the_base() -> None:
+    base = _engine("  - {id: allow.self, effect: allow, message: m, when: {identity: [self]}}\n")
+    overlay = _overlay("  - {id: us.req, effect: allow, scope: request, message: m, "
+                       "sources: [s.a]}\n")
+    evaluation = evaluate_documents(base.policy, [overlay], _facts())
+    assert evaluation.verdict == "deny"
+    assert "default.no_matching_rule" in [r.rule_id for r in evaluation.reasons]
+
+
+def test_a_missing_formality_makes_a_consented_face_need_consent() -> None:
+    base = parse_policy("policy: t\nversion: '1'\nrules: [{id: allow.any, effect: allow, "
+                        "message: m}]\nformalities: [{id: f.sep, formality: separate_consent, "
+                        "message: separate consent needed}, {id: f.guard, formality: "
+                        "guardian_consent, minors_only: true, message: guardian needed}]\n")
+    face = _face(identity="consented")
+    missing = evaluate_documents(base, (), _facts(face))
+    assert [(r.rule_id, r.effect, r.face_ref) for r in missing.reasons] == [
+        ("f.sep", "needs_consent", "f0")]
+    met = _face(identity="consented", grant_formalities=frozenset({"separate_consent"}))
+    assert evaluate_documents(base, (), _facts(met)).verdict == "allow"
+    minor = _face(identity="consented", age_band="minor",
+                  grant_formalities=frozenset({"separate_consent"}))
+    assert [r.rule_id for r in evaluate_documents(base, (), _facts(minor)).reasons] == [
+        "f.guard"]
+    assert evaluate_documents(base, (), _facts(_face(identity="self"))).verdict == "allow"

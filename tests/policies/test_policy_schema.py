@@ -97,3 +97,60 @@ def test_schema_rejects_what_the_model_rejects() -> None:
     for rule in bad_rules:
         with pytest.raises(_invalid()):
             _validate({"policy": "p", "version": "1", "rules": [rule]})
+
+
+PACK_FILES = sorted((POLICIES / "jurisdictions").glob("*.yaml"))
+
+
+def test_there_are_jurisdiction_packs() -> None:
+    codes = ["cn", "eu", "us-il", "us-tx", "us-wa", "us"]
+    assert sorted(p.stem for p in PACK_FILES) == sorted(codes)
+
+
+@pytest.mark.parametrize("path", PACK_FILES, ids=lambda p: p.name)
+def test_pack_file_satisfies_the_schema_and_points_editors_at_it(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert text.splitlines()[0] == "# yaml-language-server: $schema=../schema.json"
+    data, _ = load_yaml(text, str(path))
+    _validate(data)
+
+
+PACK = {"policy": "p", "version": "1", "jurisdiction": {"code": "us", "name": "US"},
+        "sources": {"s.a": {"title": "T", "article": "A", "url": "https://example.org/",
+                            "verified": "unconfirmed"}}}
+
+
+def test_schema_needs_rules_in_a_base_policy_but_not_in_a_pack() -> None:
+    _validate(PACK)
+    for bad in ({"policy": "p", "version": "1"}, {"policy": "p", "version": "1", "rules": []}):
+        with pytest.raises(_invalid()):
+            _validate(bad)
+
+
+def test_schema_rejects_bad_pack_sections() -> None:
+    cited = {"message": "m", "sources": ["s.a"]}
+    bad_sections: list[dict[str, Any]] = [
+        {"jurisdiction": {"code": "fr", "name": "F"}},
+        {"formalities": [{"id": "us.f", "formality": "handshake", **cited}]},
+        {"labels": {"visible": {"id": "us.v", "text": {"en": "AI"}, "positions": [],
+                                "min_text_height_ratio": 0.05, **cited}}},
+        {"labels": {"visible": {"id": "us.v", "text": {"en": "AI", "zh": "AI"},
+                                "positions": ["middle"], "min_text_height_ratio": 0.05,
+                                **cited}}},
+        {"labels": {"visible": {"id": "us.v", "text": {"en": "AI", "zh": "AI"},
+                                "positions": ["top"], "min_text_height_ratio": 0.9, **cited}}},
+        {"labels": {"metadata": {"id": "us.m", "scheme": "c2pa", "fields": ["Label"],
+                                 "xmp_namespace": "https://x.org/", **cited}}},
+        {"labels": {"machine_readable": {"id": "us.mr", "digital_source_type": "x",
+                                         "carriers": ["xmp"], **cited}}},
+        {"retention": [{"id": "us.r", "days": -1, "since": "last_interaction", **cited}]},
+        {"retention": [{"id": "us.r", "days": 3, "since": "creation", **cited}]},
+        {"takedown": [{"id": "us.t", "hours": 0, "scope": "s", **cited}]},
+        {"sources": {"s.a": {"title": "T", "article": "A", "url": "ftp://x",
+                             "verified": "unconfirmed"}}},
+        {"sources": {"s.a": {"title": "T", "article": "A", "url": "https://x.org/",
+                             "verified": "trust me"}}},
+    ]
+    for section in bad_sections:
+        with pytest.raises(_invalid()):
+            _validate({**PACK, **section})

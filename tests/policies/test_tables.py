@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,16 @@ import pytest
 from gate.errors import PolicyError
 from gate.policy.evaluate import CORE_RULES
 from gate.policy.load import load_policy
-from gate.policy.table import CaseResult, load_table, policy_for_table, run_table, uncovered_rules
+from gate.policy.table import (
+    CaseResult,
+    covered_documents,
+    load_table,
+    policy_for_table,
+    run_table,
+    run_target,
+    target_for_table,
+    uncovered_rules,
+)
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 POLICY_FILES = sorted(POLICIES.glob("*.yaml"))
@@ -101,3 +111,92 @@ def test_table_errors_name_the_line(tmp_path: Path, text: str, line: int,
     first = info.value.message.splitlines()[0]
     assert first.startswith(f"{table}:{line}: ")
     assert fragment in first
+
+
+# -- jurisdiction packs: policies/tests/jurisdictions/<code>[+<code>...].yaml ---------------
+PACKS = sorted((POLICIES / "jurisdictions").glob("*.yaml"))
+PACK_TABLES = sorted((POLICIES / "tests" / "jurisdictions").glob("*.yaml"))
+
+
+def test_every_pack_has_its_own_table_and_there_are_composition_tables() -> None:
+    single = [t.name for t in PACK_TABLES if "+" not in t.stem]
+    assert single == [p.name for p in PACKS]
+    assert {"cn+eu.yaml", "us-il+us.yaml"} <= {t.name for t in PACK_TABLES}
+
+
+@pytest.mark.parametrize("table", PACK_TABLES, ids=lambda p: p.name)
+def test_pack_table_passes(table: Path) -> None:
+    target = target_for_table(table)
+    assert target.base == POLICIES / "default.yaml"
+    assert target.jurisdictions == tuple(
+        c for c in ("cn", "eu", "us-il", "us-tx", "us-wa", "us") if c in table.stem.split("+"))
+    results = run_target(target, table)
+    failures = [f"{table.name}:{r.line} {r.name}: {r.describe()}" for r in results
+                if not r.passed]
+    assert results
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("table", [t for t in PACK_TABLES if "+" not in t.stem],
+                         ids=lambda p: p.name)
+def test_pack_table_covers_every_rule_and_formality(table: Path) -> None:
+    target = target_for_table(table)
+    (pack,) = covered_documents(target, table)
+    assert uncovered_rules(pack, load_table(table)) == []
+
+
+@pytest.mark.parametrize("table", PACK_TABLES, ids=lambda p: p.name)
+def test_pack_table_names_only_real_rules(table: Path) -> None:
+    known = CORE_IDS | {"default.no_matching_rule"}
+    for path in [*POLICY_FILES, *PACKS]:
+        policy = load_policy(path)
+        known |= {r.id for r in policy.rules} | {f.id for f in policy.formalities}
+    for line, case in load_table(table):
+        assert set(case.expect.rule_ids) <= known, f"{table.name}:{line}"
+
+
+def test_a_composition_table_covers_no_single_pack() -> None:
+    table = POLICIES / "tests" / "jurisdictions" / "cn+eu.yaml"
+    assert covered_documents(target_for_table(table), table) == []
+
+
+def test_a_plain_table_can_be_run_with_packs(tmp_path: Path) -> None:
+    table = tmp_path / "t.yaml"
+    table.write_text(
+        "- name: swap\n"
+        "  facts: {operation: face_swap, faces: [{identity: self, role: source}]}\n"
+        "  expect: {verdict: allow, rule_ids: [allow.self], jurisdictions: [us-il, us]}\n",
+        encoding="utf-8")
+    (result,) = run_table(POLICIES / "default.yaml", table, jurisdictions="us-il")
+    assert result.passed, result.describe()
+    (alone,) = run_table(POLICIES / "default.yaml", table)
+    assert not alone.passed
+    assert alone.describe().endswith("(jurisdictions differ)")
+
+
+def test_a_case_naming_an_unknown_base_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "tests" / "jurisdictions"
+    folder.mkdir(parents=True)
+    (tmp_path / "default.yaml").write_text((POLICIES / "default.yaml").read_text())
+    table = folder / "us.yaml"
+    table.write_text("- name: a\n  base: nowhere\n  facts: {operation: txt2img}\n"
+                     "  expect: {verdict: allow, rule_ids: [allow.no_faces]}\n",
+                     encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"nowhere\.yaml: cannot read the file"):
+        run_target(target_for_table(table), table)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    pytest.param("- name: a\n  jurisdictions: [fr]\n  facts: {operation: txt2img}\n"
+                 "  expect: {verdict: allow, rule_ids: [x]}\n", "field '[0].jurisdictions[0]'",
+                 id="unknown-code"),
+    pytest.param("- name: a\n  facts:\n    operation: txt2img\n    faces:\n"
+                 "      - {identity: consented, role: init, grant_formalities: [handshake]}\n"
+                 "  expect: {verdict: allow, rule_ids: [x]}\n",
+                 "field '[0].facts.faces[0].grant_formalities[0]'", id="unknown-formality"),
+])
+def test_pack_table_errors_name_the_field(tmp_path: Path, text: str, fragment: str) -> None:
+    table = tmp_path / "t.yaml"
+    table.write_text(text, encoding="utf-8")
+    with pytest.raises(PolicyError, match=re.escape(fragment)):
+        load_table(table)
