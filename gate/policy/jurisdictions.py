@@ -196,7 +196,8 @@ class PolicySet:
     """A base policy and the jurisdiction packs composed with it (most protective wins).
 
     Satisfies ``PolicyEngine`` (``version``, ``evaluate``). Build it with
-    ``load_policy_set`` or ``PolicyLibrary.policy_set``.
+    ``load_policy_set`` or ``PolicyLibrary.policy_set``, which add the packs a selected
+    pack implies; constructed directly, it takes ``packs`` as given (in any order).
     """
 
     base: Policy
