@@ -15,7 +15,21 @@ the image ReActor swaps into is the ``target``); otherwise an inpainting node
 (``VAEEncodeForInpaint``, ``SetLatentNoiseMask``, ``InpaintModelConditioning``) makes it
 ``inpaint``, a ``VAEEncode`` of a loaded image ``img2img``, and anything else ``txt2img``.
 Text reaching a ``positive`` input is the prompt, a ``negative`` input the negative
-prompt; any other text in the graph is screened as prompt too.
+prompt; any other text in the graph is screened as prompt too (all of it, or the prompt is
+refused: nothing past the screening limit is forwarded unscreened).
+
+**The proxy knows every field it forwards**: the ``/prompt`` body's keys
+(``PROMPT_FIELDS``), each node's keys (``class_type``, ``inputs``, ``_meta``) and the
+upload's form fields (``UPLOAD_FIELDS``); anything else is refused (400
+``unknown_parameter``). **Every string in the body that reads as an image is an image**
+(``gate.proxy.media``): inline images in any node input, at any depth, take their role
+from the graph; those elsewhere (``extra_data``...) are checked as ``reference``. Pixels
+the gate cannot see are refused (422 ``unverifiable_face_source``): a URL or a file path
+(absolute, or naming a media file) in any node input other than a text encoder's text, and
+any media loader (a class that loads images, video or latents) other than
+``LoadImage``/``LoadImageMask``/``LoadImageOutput`` unless all its inputs are inline
+images. ``LoadImage`` files are read back from the upstream and checked. The body is
+forwarded re-serialised, each inline image re-encoded from the bytes that were checked.
 """
 
 from __future__ import annotations
@@ -25,8 +39,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gate.proxy.body import encode_multipart, inline_image
-from gate.proxy.types import Forward, GateFields, Malformed, Part, Unverifiable
+from gate.proxy import media
+from gate.proxy.body import dump_json, encode_multipart
+from gate.proxy.types import Forward, GateFields, Malformed, Part, Unverifiable, unknown_field
 from gate.types import ImageInput
 
 UPLOAD, PROMPT, VIEW = "/upload/image", "/prompt", "/view"
@@ -60,6 +75,23 @@ ENCODE_NODES: dict[str, dict[str, tuple[str, ...]]] = {"VAEEncode": {"init": ("p
 _ROLE_ORDER = ("source", "target", "init", "mask", "reference")
 _TEXT_INPUTS = frozenset({"text", "text_g", "text_l", "t5xxl", "clip_l", "prompt", "value",
                           "string"})
+_MAX_TEXT, _MAX_IMAGES = 20_000, 16
+#: ``POST /prompt`` body keys (ComfyUI ``server.py`` ``post_prompt``) and their types.
+PROMPT_FIELDS: dict[str, tuple[type, ...]] = {
+    "prompt": (dict,), "client_id": (str,), "extra_data": (dict,), "front": (bool,),
+    "number": (int, float), "prompt_id": (str,), "partial_execution_targets": (list,)}
+NODE_FIELDS = frozenset({"class_type", "inputs", "_meta"})
+#: ``POST /upload/image`` text fields, besides the file ``image``.
+UPLOAD_FIELDS = frozenset({"type", "subfolder", "overwrite"})
+#: Loaders whose file the proxy reads back from the upstream and checks.
+LOAD_IMAGE = {"LoadImage": "input", "LoadImageMask": "input", "LoadImageOutput": "output"}
+#: A node class that loads media: "load" and a media word, and no model word (model
+#: loaders such as ``ImageOnlyCheckpointLoader`` load weights, not pixels).
+_LOAD = re.compile(r"load", re.IGNORECASE)
+_MEDIA_WORD = re.compile(r"image|img|video|latent|frame|media|mask|picture|photo",
+                         re.IGNORECASE)
+_MODEL_WORD = re.compile(r"checkpoint|model|vae|clip|lora|controlnet|upscale|adapter|"
+                         r"embedding|style|unet|diffusion", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,39 +190,93 @@ def map_upload(parts: Sequence[Part]) -> tuple[GateFields, Forward]:
     images = [p for p in parts if p.name == "image"]
     if len(images) != 1 or not images[0].is_file or not images[0].data:
         raise Malformed("send exactly one file in the 'image' field", param="image")
-    if len({p.name for p in parts}) != len(parts):
-        raise Malformed("a form field is repeated", param="image")
+    text: dict[str, str] = {}
+    for part in parts:
+        if part.name == "image":
+            continue
+        if part.name not in UPLOAD_FIELDS:
+            raise unknown_field(part.name)
+        if part.is_file or part.name in text:
+            raise Malformed(f"'{part.name}' must be given once, as a text field",
+                            param=part.name)
+        try:
+            text[part.name] = part.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Malformed(f"'{part.name}' is not UTF-8 text", param=part.name) from None
+    if text.get("type", "input") not in _TYPES:
+        raise Malformed("type must be input, output or temp", param="type")
+    found = media.scan(text)
+    if found.images or found.urls:
+        name = media.where(found.images[0].path if found.images else found.urls[0])
+        raise Malformed(f"'{name}' must be plain text", param=name, code="unexpected_image")
     fields = GateFields(operation="txt2img",
                         images=(ImageInput(role="reference", data=images[0].data),))
-    return fields, Forward(UPLOAD, *encode_multipart(parts))
+    forwarded = [images[0], *(Part(k, v.encode("utf-8")) for k, v in text.items())]
+    return fields, Forward(UPLOAD, *encode_multipart(forwarded))
 
 
 # --------------------------------------------------------------------------- the workflow
 
 
-def map_prompt(body: Any, raw: bytes) -> tuple[Plan, Forward]:
-    """``POST /prompt``: the workflow's operation, images (by name) and text."""
+def map_prompt(body: Any) -> tuple[Plan, Forward]:
+    """``POST /prompt``: the workflow's operation, images (by name or inline) and text."""
     if not isinstance(body, dict) or "prompt" not in body:
         raise Malformed("no prompt", param="prompt")
+    for key, value in body.items():
+        if key not in PROMPT_FIELDS:
+            raise unknown_field(key)
+        if not isinstance(value, PROMPT_FIELDS[key]) or (key == "number" and
+                                                         isinstance(value, bool)):
+            raise Malformed(f"{key} has the wrong type", param=key)
     graph = body["prompt"]
-    if not isinstance(graph, dict) or not graph:
+    if not graph:
         raise Malformed("prompt must be an object of nodes", param="prompt")
     for node_id, node in graph.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) or \
                 not isinstance(node.get("inputs", {}), dict):
             raise Malformed(f"node {node_id} needs a class_type and an inputs object",
                             param=f"prompt.{node_id}")
-    return _Workflow(graph).plan(), Forward(PROMPT, raw, "application/json")
+        for key in node:
+            if key not in NODE_FIELDS:
+                raise unknown_field(f"prompt.{node_id}.{key}")
+    found = media.scan(body, text=lambda p: _is_text(graph, p))
+    return _Workflow(graph, found).plan(), Forward(PROMPT, dump_json(found.doc),
+                                                     "application/json")
+
+
+def _media_loader(cls: str) -> bool:
+    return bool(_LOAD.search(cls) and _MEDIA_WORD.search(cls) and not _MODEL_WORD.search(cls))
+
+
+def _is_text(graph: dict[str, Any], path: media.Path) -> bool:
+    """A text encoder's text input, or a node's ``_meta`` (its title): prose, not a file."""
+    if len(path) < 3 or path[0] != "prompt":
+        return False
+    if path[2] == "_meta":
+        return True
+    cls = graph[str(path[1])]["class_type"]
+    return len(path) == 4 and path[2] == "inputs" and path[3] in _TEXT_INPUTS and \
+        "TextEncode" in cls
 
 
 class _Workflow:
-    def __init__(self, graph: dict[str, Any]) -> None:
+    def __init__(self, graph: dict[str, Any], found: media.Scan) -> None:
         self.graph = graph
-        self.loads: dict[str, ImageRef | bytes] = {}
+        self.inline: dict[str, list[bytes]] = {}
+        self.extra: list[bytes] = []
+        for image in found.images:
+            if len(image.path) > 3 and image.path[0] == "prompt" and image.path[2] == "inputs":
+                self.inline.setdefault(str(image.path[1]), []).append(image.data)
+            else:
+                self.extra.append(image.data)
+        inline_paths = {i.path for i in found.images}
+        for path in (*found.urls, *found.files):
+            self._refuse_reference(path)
+        self.loads: dict[str, list[ImageRef | bytes]] = {}
         for node_id, node in graph.items():
-            source = self._load_of(node)
-            if source is not None:
-                self.loads[node_id] = source
+            sources = self._load_of(node_id, node, inline_paths)
+            if sources:
+                self.loads[node_id] = sources
         self.roles: dict[str, str] = {}
 
     def plan(self) -> Plan:
@@ -213,39 +299,61 @@ class _Workflow:
             operation, rest = "txt2img", "reference"
         for node_id in self.loads:
             self.roles.setdefault(node_id, rest)
-        if len(self.loads) > 16:
-            raise Malformed("more than 16 images in one workflow", param="prompt")
+        refs = tuple(dict.fromkeys((self.roles[n], s) for n, sources in self.loads.items()
+                                   for s in sources if isinstance(s, ImageRef)))
+        inline = tuple(dict.fromkeys(
+            [*((self.roles[n], s) for n, sources in self.loads.items() for s in sources
+               if isinstance(s, bytes)), *(("reference", d) for d in self.extra)]))
+        if len(refs) + len(inline) > _MAX_IMAGES:
+            raise Malformed(f"more than {_MAX_IMAGES} images in one workflow", param="prompt")
         positive, negative, other = self._texts()
-        refs = tuple((self.roles[n], s) for n, s in self.loads.items() if isinstance(s, ImageRef))
-        inline = tuple((self.roles[n], s) for n, s in self.loads.items() if isinstance(s, bytes))
         prompt = "\n".join(dict.fromkeys([*positive, *other]))
-        return Plan(operation, prompt[:20_000], "\n".join(dict.fromkeys(negative))[:20_000],
-                    refs, inline)
+        negative_prompt = "\n".join(dict.fromkeys(negative))
+        if max(len(prompt), len(negative_prompt)) > _MAX_TEXT:
+            raise Malformed(f"the workflow's text is longer than {_MAX_TEXT} characters; the "
+                            "consent gate screens all of it or forwards none",
+                            param="prompt")
+        return Plan(operation, prompt, negative_prompt, refs, inline)
 
     # -- images ---------------------------------------------------------------------------
-    def _load_of(self, node: dict[str, Any]) -> ImageRef | bytes | None:
+    def _refuse_reference(self, path: media.Path) -> None:
+        """A URL or file path in a node's inputs names pixels the gate cannot see (a
+        ``LoadImage`` file name is resolved instead)."""
+        if len(path) < 4 or path[0] != "prompt" or path[2] != "inputs":
+            return  # extra_data, client_id...: not read by any node
+        cls = self.graph[str(path[1])]["class_type"]
+        value = self._value(path)
+        if cls in LOAD_IMAGE and path[3:] == ("image",) and not media.is_url(value):
+            return
+        what = "an image URL" if media.is_url(value) else "a file path"
+        raise Unverifiable(f"{cls} names {what} the consent gate cannot see; upload the "
+                           "image and use LoadImage", param=media.where(path[1:]))
+
+    def _value(self, path: media.Path) -> str:
+        value: Any = self.graph
+        for key in path[1:]:
+            value = value[key]
+        return str(value)
+
+    def _load_of(self, node_id: str, node: dict[str, Any],
+                 inline_paths: set[media.Path]) -> list[ImageRef | bytes]:
         cls = node["class_type"]
         inputs = node.get("inputs", {})
-        for name, value in inputs.items():
-            if not isinstance(value, str):
-                continue
-            if value.startswith(("http://", "https://")) and "image" in cls.lower():
-                raise Unverifiable("image URLs are not accepted through the consent gate; "
-                                   "upload the image first", param=f"{cls}.{name}")
-            if len(value) >= 64 and "image" in (cls + name).lower():
-                data = inline_image(value)
-                if data is not None:
-                    return data
+        sources: list[ImageRef | bytes] = list(self.inline.get(node_id, []))
         image = inputs.get("image")
-        if "LoadImage" in cls and isinstance(image, str):
-            default = "output" if cls == "LoadImageOutput" else "input"
-            return image_ref(image, default)
-        if "Load" in cls and ("Image" in cls or "Video" in cls):
-            # A loader whose file the gate cannot name (a linked file name, a directory,
-            # a batch, a video) would feed pixels the gate never saw.
-            raise Unverifiable(f"the consent gate cannot check what {cls} loads; use "
-                               "LoadImage with an uploaded file", param=cls)
-        return None
+        if cls in LOAD_IMAGE and isinstance(image, str) and \
+                ("prompt", node_id, "inputs", "image") not in inline_paths:
+            return [*sources, image_ref(image, LOAD_IMAGE[cls])]
+        if cls in LOAD_IMAGE or _media_loader(cls):
+            # A loader reads pixels from somewhere: acceptable only when everything it is
+            # given is an inline image the gate checks (not a linked or literal file name,
+            # directory, URL...).
+            given = [k for k, v in inputs.items() if isinstance(v, str | list | dict) and
+                     ("prompt", node_id, "inputs", k) not in inline_paths]
+            if given or not sources:
+                raise Unverifiable(f"the consent gate cannot check what {cls} loads; use "
+                                   "LoadImage with an uploaded file", param=cls)
+        return sources
 
     def _ancestors(self, start: Any, polarity: str | None = None) -> set[str]:
         """Nodes ``start`` depends on. With a ``polarity`` (positive / negative), a node

@@ -71,10 +71,24 @@ class ProxyError(Exception):
 
 
 class Malformed(ProxyError):
-    """The request is not valid for the upstream API (400, or 422 where the API says so)."""
+    """The request is not valid for the upstream API (400, or 422 where the API says so).
 
-    def __init__(self, message: str, *, param: str | None = None, status: int = 400) -> None:
-        super().__init__(status, "invalid_request", message, param=param)
+    ``code`` is ``invalid_request`` unless a more precise one applies: ``unknown_parameter``
+    (a field the proxy does not know), ``unexpected_image`` (an image where the API takes
+    none), ``ambiguous_image`` (an inline value that reads as two different files),
+    ``ambiguous_multipart`` (a form part the upstream could read another way).
+    """
+
+    def __init__(self, message: str, *, param: str | None = None, status: int = 400,
+                 code: str = "invalid_request") -> None:
+        super().__init__(status, code, message, param=param)
+
+
+def unknown_field(name: str, *, status: int = 400) -> Malformed:
+    """A field that is not in the route's allow-list: refused, never forwarded."""
+    return Malformed(f"Unknown parameter: '{name[:64]}'. The consent gate forwards only the "
+                     "fields it knows and checks.", param=name[:64], status=status,
+                     code="unknown_parameter")
 
 
 class BadUpstream(ProxyError):

@@ -183,7 +183,7 @@ def test_listings_pass_through_but_not_other_routes(make_proxy: ProxyFactory,
 def test_script_args_with_urls_are_refused() -> None:
     with pytest.raises(Unverifiable):
         a1111.map_request(a1111.TXT2IMG, {"prompt": "x", "alwayson_scripts": {
-            "x": {"args": ["https://example.com/a.jpg"]}}}, b"")
+            "x": {"args": ["https://example.com/a.jpg"]}}})
 
 
 def test_a_single_use_grant_covers_its_own_output(
@@ -195,3 +195,60 @@ def test_a_single_use_grant_covers_its_own_output(
     r = proxy.post(a1111.TXT2IMG, json={"prompt": "portrait",
                                          "alwayson_scripts": reactor(CONSENTING)})
     assert r.status_code == 200, r.text
+
+
+# --------------------------------------------------------------------------- allow-lists
+
+#: A txt2img request using the web UI's documented fields (and Forge's).
+FULL_TXT2IMG: dict[str, Any] = {
+    "prompt": "a red bicycle", "negative_prompt": "blur", "styles": ["Photo"], "seed": 1,
+    "subseed": -1, "subseed_strength": 0, "seed_resize_from_h": -1, "seed_resize_from_w": -1,
+    "sampler_name": "DPM++ 2M", "scheduler": "Karras", "batch_size": 1, "n_iter": 1,
+    "steps": 20, "cfg_scale": 7, "distilled_cfg_scale": 3.5, "width": 512, "height": 512,
+    "restore_faces": False, "tiling": False, "do_not_save_samples": True,
+    "do_not_save_grid": True, "eta": 0, "denoising_strength": 0.7, "s_min_uncond": 0,
+    "s_churn": 0, "s_tmax": None, "s_tmin": 0, "s_noise": 1,
+    "override_settings": {"sd_model_checkpoint": "sdxl/juggernaut.safetensors [7440042bbd]",
+                          "CLIP_stop_at_last_layers": 2},
+    "override_settings_restore_afterwards": True, "refiner_checkpoint": None,
+    "refiner_switch_at": 0.8, "disable_extra_networks": False, "firstpass_image": None,
+    "comments": {}, "enable_hr": True, "firstphase_width": 0, "firstphase_height": 0,
+    "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 0, "hr_resize_x": 0,
+    "hr_resize_y": 0, "hr_checkpoint_name": "Use same checkpoint", "hr_sampler_name": None,
+    "hr_scheduler": None, "hr_prompt": "", "hr_negative_prompt": "", "hr_cfg": 7,
+    "hr_distilled_cfg": 3.5, "hr_additional_modules": ["Use same choices"],
+    "force_task_id": "task(1)", "sampler_index": "Euler", "script_name": None,
+    "script_args": [], "send_images": True, "save_images": False, "alwayson_scripts": {},
+    "infotext": None}
+
+
+def test_every_documented_field_is_forwarded_re_serialised(
+        make_proxy: ProxyFactory, a1111_upstream: Upstream, people: People) -> None:
+    proxy = make_proxy("a1111", a1111_upstream.url)
+    r = proxy.post(a1111.TXT2IMG, json=FULL_TXT2IMG)
+    assert r.status_code == 200, r.text
+    assert a1111_upstream.state.received[0]["json"] == FULL_TXT2IMG
+    wrapped = "\n".join(b64(STRANGER)[i:i + 76] for i in range(0, len(b64(STRANGER)), 76))
+    r = proxy.post(a1111.IMG2IMG, json={
+        "init_images": [wrapped], "resize_mode": 0, "image_cfg_scale": 1.5, "mask": "",
+        "mask_blur_x": 4, "mask_blur_y": 4, "mask_blur": 4, "mask_round": True,
+        "inpainting_fill": 1, "inpaint_full_res": 0, "inpaint_full_res_padding": 32,
+        "inpainting_mask_invert": 0, "initial_noise_multiplier": 1.0, "latent_mask": None,
+        "include_init_images": False, "steps": "20"})
+    assert r.status_code == 200, r.text
+    assert a1111_upstream.state.received[1]["json"]["init_images"] == [b64(STRANGER)]
+
+
+def test_unknown_fields_get_fastapi_extra_field_errors(
+        make_proxy: ProxyFactory, a1111_upstream: Upstream) -> None:
+    proxy = make_proxy("a1111", a1111_upstream.url)
+    r = proxy.post(a1111.TXT2IMG, json={"prompt": "x", "init_images": [b64(STRANGER)]})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "init_images"]
+    assert r.json()["detail"][0]["type"] == "value_error.extra"
+    r = proxy.post(a1111.TXT2IMG, json={"prompt": "x", "steps": "many"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "steps"]
+    r = proxy.post(a1111.TXT2IMG, json={"prompt": "x", "override_settings": {
+        "outdir_samples": "/srv/out"}})
+    assert r.status_code == 422 and r.json()["code"] == "unverifiable_face_source"
+    assert a1111_upstream.state.received == []

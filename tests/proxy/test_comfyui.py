@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ def _upload(proxy: Any, data: bytes, name: str, **headers: str) -> Any:
 
 
 def _plan(graph: dict[str, Any]) -> comfyui.Plan:
-    return comfyui.map_prompt({"prompt": graph, "client_id": "c1"}, b"")[0]
+    return comfyui.map_prompt({"prompt": graph, "client_id": "c1"})[0]
 
 
 def test_img2img_end_to_end_upload_prompt_history_view(
@@ -232,3 +233,63 @@ def test_unverifiable_and_malformed_workflows() -> None:
     graph["91"] = {"class_type": "VHS_LoadImagesPath", "inputs": {"directory": "/data"}}
     with pytest.raises(Unverifiable):
         _plan(graph)
+
+
+# --------------------------------------------------------------------------- allow-lists
+
+
+def test_a_prompt_as_the_ui_sends_it_is_forwarded_re_serialised(
+        make_proxy: ProxyFactory, comfyui_upstream: Upstream, people: People) -> None:
+    proxy = make_proxy("comfyui", comfyui_upstream.url)
+    _upload(proxy, STRANGER, "me.png")
+    graph = wf.img2img("me.png")
+    graph["6"]["_meta"] = {"title": "CLIP Text Encode (Prompt) https://example.com"}
+    graph["6"]["inputs"]["text"] = "a poster for https://example.com"
+    workflow = {"nodes": [{"id": 10, "type": "LoadImage", "widgets_values": ["me.png",
+                                                                            "image"]}]}
+    body = {"prompt": graph, "client_id": "c1", "prompt_id": "p-1", "front": False,
+            "number": 3, "extra_data": {"extra_pnginfo": {"workflow": workflow}},
+            "partial_execution_targets": ["9"]}
+    r = proxy.post("/prompt", json=body)
+    assert r.status_code == 200, r.text
+    assert comfyui_upstream.state.received[-1]["json"] == body
+
+
+def test_unknown_keys_get_comfyui_errors(make_proxy: ProxyFactory,
+                                         comfyui_upstream: Upstream) -> None:
+    proxy = make_proxy("comfyui", comfyui_upstream.url)
+    r = proxy.post("/prompt", json={"prompt": wf.txt2img(), "extra": 1})
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "unknown_parameter"
+    assert r.json()["error"]["extra_info"]["field"] == "extra"
+    graph = wf.txt2img()
+    graph["3"]["is_changed"] = True
+    r = proxy.post("/prompt", json={"prompt": graph})
+    assert r.json()["error"]["extra_info"]["field"] == "prompt.3.is_changed"
+    r = proxy.post("/prompt", json={"prompt": wf.txt2img(), "client_id": 5})
+    assert r.status_code == 400 and r.json()["error"]["extra_info"]["field"] == "client_id"
+    r = proxy.post("/upload/image", files={"image": ("a.png", STRANGER, "image/png")},
+                   data={"overwrite": "true", "extra": "1"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "unknown_parameter"
+    r = proxy.post("/upload/image", files={"image": ("a.png", STRANGER, "image/png")},
+                   data={"type": "elsewhere"})
+    assert r.status_code == 400
+    assert comfyui_upstream.state.received == []
+
+
+def test_media_loaders_are_refused_unless_everything_they_load_is_inline() -> None:
+    inline = "data:image/png;base64," + base64.b64encode(STRANGER).decode()
+    graph = wf.txt2img()
+    graph["90"] = {"class_type": "ETN_LoadImageBase64", "inputs": {"image": inline}}
+    assert _plan(graph).inline == (("reference", STRANGER),)
+    for node in ({"class_type": "ETN_LoadImageBase64", "inputs": {"image": inline,
+                                                                   "directory": "faces"}},
+                 {"class_type": "ImageLoader", "inputs": {"name": "pat"}},
+                 {"class_type": "LoadLatent", "inputs": {"latent": "pat"}},
+                 {"class_type": "Image Load", "inputs": {"image_path": "pat"}}):
+        graph["90"] = node
+        with pytest.raises(Unverifiable):
+            _plan(graph)
+    graph["90"] = {"class_type": "ImageOnlyCheckpointLoader",
+                   "inputs": {"ckpt_name": "svd_xt.safetensors"}}
+    assert _plan(graph).operation == "txt2img"

@@ -247,3 +247,84 @@ def test_model_listing_passes_through(make_proxy: ProxyFactory,
     proxy = make_proxy("openai", openai_upstream.url)
     r = proxy.get("/v1/models", headers=AUTH)
     assert r.status_code == 200 and r.json()["data"][0]["id"] == "dall-e-2"
+
+
+# --------------------------------------------------------------------------- allow-lists
+
+GPT_IMAGE_OPTIONS = {"background": "opaque", "output_compression": 80, "output_format": "png",
+                     "partial_images": 0, "quality": "high", "stream": False, "n": 1,
+                     "size": "1024x1024", "model": "gpt-image-1", "user": "u1"}
+
+
+def test_every_documented_field_is_forwarded(
+        fake_gate: FaceGate, make_proxy: ProxyFactory, openai_upstream: Upstream,
+        people: People) -> None:
+    """The real API shapes pass: generations, multipart edits, JSON edits, variations."""
+    fake_gate.grant(people.consenting, app_id="studio", operations=["edit", "inpaint"])
+    proxy = make_proxy("openai", openai_upstream.url)
+    doc = {"prompt": "a boat", **GPT_IMAGE_OPTIONS, "moderation": "low", "style": "vivid",
+           "response_format": "b64_json"}
+    openai_upstream.state.output = STRANGER
+    r = proxy.post(GEN, json=doc, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert openai_upstream.state.received[-1]["json"] == doc
+    openai_upstream.state.output = CONSENTING
+    form = {k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in GPT_IMAGE_OPTIONS.items()}
+    r = proxy.post(EDITS, data={"prompt": "add a hat", "input_fidelity": "high",
+                                "response_format": "b64_json", **form},
+                   files=[("image[]", ("a.png", CONSENTING, "image/png")),
+                          ("mask", ("m.png", CONSENTING, "image/png"))], headers=AUTH)
+    assert r.status_code == 200, r.text
+    sent = openai_upstream.state.received[-1]
+    assert sent["fields"] == {"prompt": "add a hat", "input_fidelity": "high",
+                              "response_format": "b64_json", **form}
+    assert [f[0] for f in sent["files"]] == ["image[]", "mask"]
+    image = "data:image/png;base64," + base64.b64encode(CONSENTING).decode()
+    r = proxy.post(EDITS, json={"prompt": "add a hat", "images": [{"image_url": image}],
+                                "mask": {"image_url": image}, "input_fidelity": "low",
+                                "moderation": "auto", **GPT_IMAGE_OPTIONS}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert openai_upstream.state.received[-1]["json"]["images"] == [{"image_url": image}]
+    openai_upstream.state.output = STRANGER
+    r = proxy.post("/v1/images/variations", files={"image": ("a.png", STRANGER, "image/png")},
+                   data={"model": "dall-e-2", "n": "1", "size": "256x256",
+                         "response_format": "b64_json", "user": "u1"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+
+
+def test_unknown_fields_and_images_outside_image_fields_are_refused(
+        make_proxy: ProxyFactory, openai_upstream: Upstream, people: People) -> None:
+    proxy = make_proxy("openai", openai_upstream.url)
+    image = ("a.png", STRANGER, "image/png")
+    r = proxy.post(GEN, json={"prompt": "a boat", "seed": 3})
+    error = _openai_error(r, 400)["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error", "unknown_parameter", "seed")
+    r = proxy.post(EDITS, data={"prompt": "x"}, files=[("image", image), ("extra", image)])
+    assert _openai_error(r, 400)["error"]["code"] == "unknown_parameter"
+    r = proxy.post(EDITS, data={"prompt": "x"}, files=[("image", image), ("user", image)])
+    assert _openai_error(r, 400)["error"]["param"] == "user"  # a file in a text field
+    r = proxy.post(EDITS, data={"prompt": "x", "n": "two"}, files=[("image", image)])
+    assert _openai_error(r, 400)["error"]["param"] == "n"
+    r = proxy.post(GEN, json={"prompt": "x", "quality": base64.b64encode(STRANGER).decode()})
+    assert _openai_error(r, 400)["error"]["code"] in ("unexpected_image", "invalid_request")
+    r = proxy.post(GEN, json={"prompt": "x", "user": "https://faces.example/pat"})
+    assert _openai_error(r, 422)["error"]["code"] == "unverifiable_face_source"
+    r = proxy.post(EDITS, json={"prompt": "x", "images": [{"file_id": "file-1"}]})
+    assert _openai_error(r, 422)["error"]["param"] == "images.0.file_id"
+    r = proxy.post(EDITS, json={"prompt": "x", "images": [{"image_url": "not an image"}]})
+    assert _openai_error(r, 400)["error"]["param"] == "images.0.image_url"
+    r = proxy.post(EDITS, json={"prompt": "x", "images": []})
+    assert _openai_error(r, 400)["error"]["param"] == "images"
+    r = proxy.post(EDITS, json={"prompt": "x", "response_format": "url",
+                                "images": [{"image_url": "data:image/png;base64,AAAA"}]})
+    assert _openai_error(r, 400)["error"]["code"] == "unknown_parameter"
+    assert openai_upstream.state.received == []
+
+
+def test_a_prompt_may_mention_a_url(make_proxy: ProxyFactory, openai_upstream: Upstream,
+                                    people: People) -> None:
+    proxy = make_proxy("openai", openai_upstream.url)
+    r = proxy.post(GEN, json={"prompt": "a poster for https://example.com"})
+    assert r.status_code == 200, r.text

@@ -22,7 +22,7 @@ async def generate(request: Request) -> Response:
     svc = services(request)
     caller = await svc.auth.caller(request)
     raw = await read_body(request, svc.settings.max_body_bytes)
-    fields, forward = a1111.map_request(request.url.path, parse_json(raw, status=422), raw)
+    fields, forward = a1111.map_request(request.url.path, parse_json(raw, status=422))
     decision = await svc.guard.check(caller, fields)
     answer = await svc.upstream.send(forward, request.headers)
     if not answer.ok:

@@ -52,7 +52,7 @@ async def prompt(request: Request) -> Response:
     svc = services(request)
     caller = await svc.auth.caller(request)
     raw = await read_body(request, svc.settings.max_body_bytes)
-    plan, forward = comfyui.map_prompt(parse_json(raw), raw)
+    plan, forward = comfyui.map_prompt(parse_json(raw))
     fields = await _resolve(svc, request, caller, plan)
     decision = await svc.guard.check(caller, fields)
     answer = await svc.upstream.send(forward, request.headers)

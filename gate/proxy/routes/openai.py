@@ -1,4 +1,7 @@
-"""OpenAI Images API routes: ``/v1/images/generations``, ``/edits``, ``/variations``."""
+"""OpenAI Images API routes: ``/v1/images/generations``, ``/edits``, ``/variations``.
+
+``/edits`` takes multipart (files) or JSON (``images`` as data URLs), as the API does.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gate.proxy import openai
-from gate.proxy.body import parse_json, parse_multipart, read_body
+from gate.proxy.body import media_type, parse_json, parse_multipart, read_body
 from gate.proxy.guard import Caller
 from gate.proxy.services import Services, gated_json, passthrough, services
 from gate.proxy.types import Forward, GateFields
@@ -27,7 +30,10 @@ async def edits(request: Request) -> Response:
     svc = services(request)
     caller = await svc.auth.caller(request)
     body = await read_body(request, svc.settings.max_body_bytes)
-    parts = parse_multipart(body, request.headers.get("content-type"))
+    content_type = request.headers.get("content-type")
+    if media_type(content_type) == "application/json":
+        return await _generate(svc, request, caller, *openai.map_edit_json(parse_json(body)))
+    parts = parse_multipart(body, content_type)
     return await _generate(svc, request, caller, *openai.map_edit(parts))
 
 
