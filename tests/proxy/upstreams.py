@@ -52,7 +52,7 @@ async def _record(state: State, request: Request) -> dict[str, Any]:
     entry: dict[str, Any] = {"path": request.url.path, "method": request.method,
                              "headers": dict(request.headers),
                              "query": dict(request.query_params),
-                             "raw_query": request.url.query}
+                             "raw_query": request.url.query, "raw": await request.body()}
     kind = request.headers.get("content-type", "")
     if kind.startswith("application/json"):
         entry["json"] = json.loads(await request.body())
