@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import parse_options_header
+from python_multipart.multipart import MultipartState, parse_options_header
 
 from gate.proxy.types import Malformed, Part, ProxyError
 
@@ -211,6 +211,8 @@ def parse_multipart(body: bytes, content_type: str | None) -> list[Part]:
         parser.finalize()
     except MultipartParseError:
         raise Malformed("the multipart body is malformed") from None
+    if parser.state != MultipartState.END:  # no closing boundary: a part may be cut off
+        raise Malformed("the multipart body is not terminated")
     return parts
 
 

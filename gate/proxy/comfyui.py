@@ -28,8 +28,9 @@ the gate cannot see are refused (422 ``unverifiable_face_source``): a URL or a f
 (absolute, or naming a media file) in any node input other than a text encoder's text, and
 any media loader (a class that loads images, video or latents) other than
 ``LoadImage``/``LoadImageMask``/``LoadImageOutput`` unless all its inputs are inline
-images. ``LoadImage`` files are read back from the upstream and checked. The body is
-forwarded re-serialised, each inline image re-encoded from the bytes that were checked.
+images, and any loader of a stored identity (face model, face embeddings). ``LoadImage``
+files are read back from the upstream and checked. The body is forwarded re-serialised,
+each inline image re-encoded from the bytes that were checked.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ _MEDIA_WORD = re.compile(r"image|img|video|latent|frame|media|mask|picture|photo
                          re.IGNORECASE)
 _MODEL_WORD = re.compile(r"checkpoint|model|vae|clip|lora|controlnet|upscale|adapter|"
                          r"embedding|style|unet|diffusion", re.IGNORECASE)
+#: A node that loads a stored identity (a ReActor face model, IP-Adapter face embeddings):
+#: a face the gate cannot see.
+_STORED_IDENTITY = re.compile(r"load(?!er).*(embed|face_?model)|(embed|face_?model).*load(?!er)",
+                              re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +345,10 @@ class _Workflow:
         cls = node["class_type"]
         inputs = node.get("inputs", {})
         sources: list[ImageRef | bytes] = list(self.inline.get(node_id, []))
+        if _STORED_IDENTITY.search(cls):
+            raise Unverifiable(f"{cls} loads a stored face model or face embeddings, a face "
+                               "the consent gate cannot see; feed the face as an image",
+                               param=cls)
         image = inputs.get("image")
         if cls in LOAD_IMAGE and isinstance(image, str) and \
                 ("prompt", node_id, "inputs", "image") not in inline_paths:

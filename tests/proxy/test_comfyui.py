@@ -286,7 +286,9 @@ def test_media_loaders_are_refused_unless_everything_they_load_is_inline() -> No
                                                                    "directory": "faces"}},
                  {"class_type": "ImageLoader", "inputs": {"name": "pat"}},
                  {"class_type": "LoadLatent", "inputs": {"latent": "pat"}},
-                 {"class_type": "Image Load", "inputs": {"image_path": "pat"}}):
+                 {"class_type": "Image Load", "inputs": {"image_path": "pat"}},
+                 {"class_type": "IPAdapterLoadEmbeds", "inputs": {"embeds": "pat.ipadpt"}},
+                 {"class_type": "ReActorLoadFaceModel", "inputs": {"face_model": "pat"}}):
         graph["90"] = node
         with pytest.raises(Unverifiable):
             _plan(graph)

@@ -154,3 +154,6 @@ def test_plain_parts_parse_and_re_encode() -> None:
     assert BOUNDARY not in content_type
     with pytest.raises(Malformed, match="no name"):
         _parse((['Content-Disposition: form-data; filename="a.png"'], b"x"))
+    unterminated = b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nDATA\r\n'
+    with pytest.raises(Malformed, match="not terminated"):
+        parse_multipart(unterminated, "multipart/form-data; boundary=b")
