@@ -49,7 +49,6 @@ _URL: Final = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?//")
 _DATA_URL: Final = re.compile(r"\s*data:([^,]*),", re.IGNORECASE)
 _NOT_STD: Final = re.compile(r"[^A-Za-z0-9+/]")
 _URLSAFE: Final = str.maketrans("-_", "+/")
-_WHITESPACE: Final = re.compile(r"\s+")
 _ABSOLUTE_PATH: Final = re.compile(r"\s*(?:/[^/\s]|~[/\\]|[A-Za-z]:[/\\]|\\\\)")
 _MEDIA_FILE: Final = re.compile(
     r"\.(?:png|jpe?g|jfif|webp|gif|bmp|tiff?|heic|heif|avif|jxl|ppm|pgm|pbm|pnm|tga|psd|"
@@ -123,9 +122,12 @@ class _Probe:
                 candidates.append((unquote_to_bytes(payload), header))
         candidates += [(d, "") for d in _base64_readings(value, strict)]
         out: list[tuple[bytes, str]] = []
+        seen: set[bytes] = set()
         for data, header in candidates:
-            if all(data != d for d, _ in out) and self.media(data):
-                out.append((data, header))
+            if data not in seen:
+                seen.add(data)
+                if self.media(data):
+                    out.append((data, header))
         return out
 
 
@@ -135,8 +137,8 @@ def _base64_readings(text: str, strict: bool) -> list[bytes]:
     taking ``-_`` as ``+/`` (Node.js, ``urlsafe_b64decode``)."""
     readings = []
     with contextlib.suppress(binascii.Error, ValueError):
-        readings.append(base64.b64decode(_WHITESPACE.sub("", text), validate=True))
-    if strict:
+        readings.append(base64.b64decode("".join(text.split()), validate=True))
+    if strict or readings:  # clean base64: every lenient reading is this one
         return readings
     with contextlib.suppress(binascii.Error, ValueError):
         readings.append(base64.b64decode(text))
