@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.errors import GateError, InvalidImage
-from gate.imaging.decode import DEFAULT_LIMITS, DecodeLimits, decode_image
+from gate.imaging.decode import DEFAULT_LIMITS, DecodedImage, DecodeLimits, decode_image
 
 __all__ = [
     "PDQ_BITS",
@@ -50,6 +50,7 @@ __all__ = [
     "InvalidHash",
     "PdqBlocklist",
     "PdqMatch",
+    "hash_frames",
     "normalize_pdq",
     "pdq_distance",
     "pdq_hash",
@@ -98,15 +99,16 @@ def pdq_distance(a: str, b: str) -> int:
     return int(np.bitwise_count(_words(normalize_pdq(a)) ^ _words(normalize_pdq(b))).sum())
 
 
-def _compute(rgb: Pixels) -> tuple[str, int]:
+def _compute(bgr: Pixels) -> tuple[str, int]:
+    """PDQ of BGR pixels: shrunk to HASH_SIDE_PX (area filter), then RGB for pdqhash."""
     pdqhash: Any = importlib.import_module("pdqhash")  # C++ reference code, loaded lazily
 
-    height, width = rgb.shape[:2]
+    height, width = bgr.shape[:2]
     if max(height, width) > HASH_SIDE_PX:
         ratio = HASH_SIDE_PX / max(height, width)
         size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-        rgb = np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
-    vector, quality = pdqhash.compute(np.ascontiguousarray(rgb))
+        bgr = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    vector, quality = pdqhash.compute(np.ascontiguousarray(bgr[:, :, ::-1]))
     bits = np.asarray(vector, dtype=np.uint8)
     return np.packbits(bits).tobytes().hex(), int(quality)
 
@@ -124,7 +126,7 @@ def pdq_hash(image: Pixels | bytes) -> tuple[str, int]:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
             or image.shape[2] != 3 or min(image.shape[:2]) < 1:
         raise InvalidImage("PDQ hashes HxWx3 uint8 BGR pixels or encoded image bytes")
-    return _compute(image[:, :, ::-1])
+    return _compute(image)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +144,20 @@ class FrameHash:
 
 
 def pdq_hashes(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> list[FrameHash]:
-    """The PDQ hash of every decoded frame of ``data`` (duplicates removed, order kept)."""
-    decoded = decode_image(data, limits)
+    """The PDQ hash of every decoded frame of ``data`` (see :func:`hash_frames`)."""
+    return hash_frames(decode_image(data, limits))
+
+
+def hash_frames(decoded: DecodedImage) -> list[FrameHash]:
+    """The PDQ hash of every frame of an already decoded image, duplicates removed.
+
+    The engine, which decodes every input once, calls this on its own
+    :class:`~gate.imaging.decode.DecodedImage` instead of decoding twice.
+    """
     seen: set[tuple[str, int]] = set()
     out: list[FrameHash] = []
     for frame in decoded.frames:
-        digest, quality = _compute(frame.pixels[:, :, ::-1])
+        digest, quality = _compute(frame.pixels)
         if (digest, frame.index) not in seen:
             seen.add((digest, frame.index))
             out.append(FrameHash(digest, quality, frame.index))
