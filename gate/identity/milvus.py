@@ -362,6 +362,12 @@ class MilvusIndex:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def ping(self) -> None:
+        """Raise ``StorageError`` unless Milvus answers and the collection is there (for
+        readiness checks)."""
+        if not self._call("ping", self._client.has_collection, self._frame.name):
+            raise StorageError("the Milvus templates collection is missing")
+
     def close(self) -> None:
         """Close the connection (the data stays in Milvus). Idempotent."""
         with self._lock:

@@ -214,9 +214,22 @@ def test_two_indexes_on_one_collection_see_each_others_writes(
 def test_a_closed_index_refuses_work(lite_uri: str, protector: TemplateProtector,
                                      prefix: str) -> None:
     idx = MilvusIndex(lite_uri, DIM, protector, prefix=prefix)
+    idx.ping()
     idx.close()
-    with pytest.raises(StorageError):
+    with pytest.raises(StorageError, match="closed"):
         idx.search(templates(16), 1)
+    with pytest.raises(StorageError):
+        idx.ping()
+
+
+def test_a_dropped_collection_fails_ping_and_search(index: MilvusIndex) -> None:
+    """Someone dropped the collection under a running replica: checks fail (the engine
+    denies), they never run against nothing."""
+    index._client.drop_collection(index.collection)
+    with pytest.raises(StorageError, match="missing"):
+        index.ping()
+    with pytest.raises(StorageError, match="search"):
+        index.search(templates(17), 1)
 
 
 # -- protected templates ----------------------------------------------------------------------
