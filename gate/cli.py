@@ -1,20 +1,31 @@
 """The ``gate`` command: the same operations as the SDK, with ``--json`` output.
 
 Exit codes: 0 success (and ``allow`` for ``check``), 10 ``needs_consent``, 11 ``deny``,
-3 a gate error (message on stderr, never pixels or embeddings), 2 usage errors.
+3 a gate error (one line on stderr, or JSON on stdout with ``--json``; never pixels,
+embeddings or a traceback), 2 usage errors. See ``gate.commands``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from gate.errors import GateError
+from gate.commands import (
+    EXIT_DENY,
+    EXIT_NEEDS_CONSENT,
+    DataDir,
+    JsonOut,
+    emit,
+    fail,
+    handled,
+    read_file,
+)
+from gate.errors import GateError, invalid_request
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="consent-gate: consent-aware face-use gate for generative AI.")
@@ -25,8 +36,9 @@ app.add_typer(models_app, name="models")
 
 
 def _mount_subapps() -> None:
-    from gate.api.cli import db_app, keys_app, serve_command
-    from gate.consent.cli import consent_app
+    from gate.api.cli import keys_app, serve_command
+    from gate.cli_consent import consent_app
+    from gate.db.cli import db_app
     from gate.policy.cli import policy_app
 
     app.add_typer(policy_app, name="policy", help="Validate and test policy files.")
@@ -43,14 +55,6 @@ def _mount_subapps() -> None:
 
 _mount_subapps()
 
-EXIT_NEEDS_CONSENT = 10
-EXIT_DENY = 11
-EXIT_GATE_ERROR = 3
-
-DataDir = Annotated[Path, typer.Option("--data-dir", envvar="GATE_DATA_DIR",
-                                       help="Embedded data directory.")]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
 
 def _open(data_dir: Path) -> Any:
     from gate.engine import FaceGate
@@ -58,21 +62,12 @@ def _open(data_dir: Path) -> Any:
     return FaceGate.open(data_dir)
 
 
-def _emit(obj: Any, as_json: bool, human: str | None = None) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
-    else:
-        typer.echo(human if human is not None else json.dumps(obj, indent=2, default=str))
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
 
 
 @app.command()
+@handled
 def check(
     images: Annotated[list[str], typer.Argument(help="IMAGE or ROLE=IMAGE (role: source, "
                                                      "target, reference, init, mask, training)")],
@@ -92,8 +87,8 @@ def check(
 
     inputs = []
     for spec in images:
-        r, _, p = spec.rpartition("=") if "=" in spec else (role, "=", spec)
-        inputs.append(ImageInput(role=r, data=_read(Path(p))))
+        r, _, p = spec.partition("=") if "=" in spec else (role, "=", spec)
+        inputs.append(ImageInput(role=r, data=read_file(Path(p))))
     gate = _open(data_dir)
     try:
         decision = gate.check(GateRequest(
@@ -102,7 +97,7 @@ def check(
             purpose=purpose, requester=Requester(app_id=app_id, user_id=user)))
     finally:
         gate.close()
-    _emit(decision.model_dump(mode="json"), as_json, _render_decision(decision))
+    emit(decision.model_dump(mode="json"), as_json, _render_decision(decision))
     code = {"allow": 0, "needs_consent": EXIT_NEEDS_CONSENT, "deny": EXIT_DENY}
     raise typer.Exit(code[decision.verdict])
 
@@ -123,6 +118,7 @@ def _render_decision(decision: Any) -> str:
 
 
 @app.command()
+@handled
 def enroll(
     images: Annotated[list[Path], typer.Argument(help="Photos, each with exactly one face.")],
     name: Annotated[str, typer.Option(help="Display name.")],
@@ -139,15 +135,16 @@ def enroll(
     owner = Requester(app_id=owner_app, user_id=owner_user) if owner_app else None
     gate = _open(data_dir)
     try:
-        subject = gate.enroll([_read(p) for p in images], display_name=name,
+        subject = gate.enroll([read_file(p) for p in images], display_name=name,
                               status=status, owner=owner, aliases=alias or [])
     finally:
         gate.close()
-    _emit(subject.model_dump(mode="json"), as_json,
+    emit(subject.model_dump(mode="json"), as_json,
           f"enrolled {subject.subject_id} ({subject.status}, {subject.template_count} template(s))")
 
 
 @app.command()
+@handled
 def grant(
     subject_id: Annotated[str, typer.Argument(help="Subject to grant for.")],
     app_id: Annotated[str, typer.Option("--app", help="Grantee app id.")],
@@ -168,10 +165,11 @@ def grant(
                        expires_at=expires_at, max_uses=max_uses)
     finally:
         gate.close()
-    _emit(g.model_dump(mode="json"), as_json, f"granted {g.grant_id}")
+    emit(g.model_dump(mode="json"), as_json, f"granted {g.grant_id}")
 
 
 @app.command()
+@handled
 def revoke(grant_id: str, data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> None:
     """Revoke a grant at once."""
     gate = _open(data_dir)
@@ -179,10 +177,11 @@ def revoke(grant_id: str, data_dir: DataDir = Path("data"), as_json: JsonOut = F
         g = gate.revoke(grant_id)
     finally:
         gate.close()
-    _emit(g.model_dump(mode="json"), as_json, f"revoked {g.grant_id}")
+    emit(g.model_dump(mode="json"), as_json, f"revoked {g.grant_id}")
 
 
 @app.command()
+@handled
 def erase(subject_id: str, data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> None:
     """Erase a subject: templates, grants, index entries."""
     gate = _open(data_dir)
@@ -190,10 +189,11 @@ def erase(subject_id: str, data_dir: DataDir = Path("data"), as_json: JsonOut = 
         gate.erase(subject_id)
     finally:
         gate.close()
-    _emit({"erased": subject_id}, as_json, f"erased {subject_id}")
+    emit({"erased": subject_id}, as_json, f"erased {subject_id}")
 
 
 @app.command()
+@handled
 def subjects(data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> None:
     """List enrolled subjects."""
     gate = _open(data_dir)
@@ -201,11 +201,12 @@ def subjects(data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> None
         rows = [s.model_dump(mode="json") for s in gate.list_subjects()]
     finally:
         gate.close()
-    _emit(rows, as_json, "\n".join(f"{r['subject_id']}  {r['status']:<10}  {r['display_name']}"
+    emit(rows, as_json, "\n".join(f"{r['subject_id']}  {r['status']:<10}  {r['display_name']}"
                                    for r in rows) or "no subjects")
 
 
 @app.command()
+@handled
 def grants(subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
            data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> None:
     """List grants."""
@@ -214,25 +215,24 @@ def grants(subject: Annotated[str | None, typer.Option(help="Only this subject."
         rows = [g.model_dump(mode="json") for g in gate.list_grants(subject)]
     finally:
         gate.close()
-    _emit(rows, as_json, "\n".join(
+    emit(rows, as_json, "\n".join(
         f"{r['grant_id']}  {r['subject_id']}  {r['app_id']}  {','.join(r['operations'])}  "
         f"{'revoked' if r['revoked_at'] else 'active'}" for r in rows) or "no grants")
 
 
 @audit_app.command("verify")
+@handled
 def audit_verify(data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> None:
     """Verify the audit hash chain (detects edits, deletions, reordering)."""
     from gate.audit.chain import SqlAuditSink
-    from gate.db import make_engine
-    from gate.settings import Settings
+    from gate.commands import database
 
-    settings = Settings(data_dir=data_dir)
-    engine = make_engine(settings.resolved_database_url())
+    engine = database(data_dir)
     try:
         result = SqlAuditSink(engine).verify()
     finally:
         engine.dispose()
-    _emit(result.model_dump(), as_json,
+    emit(result.model_dump(), as_json,
           f"audit chain OK ({result.events} events)" if result.ok else
           f"audit chain BROKEN at seq {result.first_bad_seq}: {result.problem}")
     if not result.ok:
@@ -240,16 +240,18 @@ def audit_verify(data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> 
 
 
 @models_app.command("verify")
+@handled
 def models_verify(as_json: JsonOut = False) -> None:
     """Verify the configured model files by sha256 and prepare derived files."""
     from gate.models_cli import verify_models
 
     report = verify_models()
-    _emit(report, as_json, "\n".join(f"{r['role']:<10} {r['status']:<8} {r['file']}  "
+    emit(report, as_json, "\n".join(f"{r['role']:<10} {r['status']:<8} {r['file']}  "
                                      f"[{r['license']}]" for r in report["files"]))
 
 
 @models_app.command("fetch")
+@handled
 def models_fetch(
     pack: Annotated[str, typer.Argument(help="buffalo_l or buffalo_s (insightface).")],
     accept_license: Annotated[str | None, typer.Option(help="Must be 'noncommercial'.")] = None,
@@ -261,7 +263,7 @@ def models_fetch(
     from gate.models_cli import fetch_pack
 
     result = fetch_pack(pack, accept_license=accept_license, dest=dest, url=url)
-    _emit(result, as_json, "\n".join([result["license_notice"], *[
+    emit(result, as_json, "\n".join([result["license_notice"], *[
         f"verified {f}" for f in result["files"]], f"saved in {result['dest']}"]))
 
 
@@ -290,7 +292,7 @@ def bench(
 
     report = run_check_latency(iterations, threads)
     if as_json:
-        _emit(report, True)
+        emit(report, True)
         return
     table = Table(title="consent-gate benchmarks (this machine, this run)")
     table.add_column("measure")
@@ -301,11 +303,13 @@ def bench(
 
 
 def main() -> None:
+    as_json = "--json" in sys.argv[1:]
     try:
         app()
-    except GateError as exc:
-        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
-        sys.exit(EXIT_GATE_ERROR)
+    except GateError as exc:  # a command without @handled, or raised while mounting
+        fail(exc, as_json)
+    except ValidationError as exc:
+        fail(invalid_request(exc.errors(include_input=False)), as_json)
 
 
 if __name__ == "__main__":

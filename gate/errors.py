@@ -7,6 +7,9 @@ these; only the HTTP layer maps ``code`` to a status.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class GateError(Exception):
     """Base of every error the gate raises on purpose."""
@@ -94,6 +97,13 @@ class StorageError(GateError):
     code = "storage_unavailable"
 
 
+class TemplateKeyMismatch(StorageError):
+    """Stored templates were sealed with a template key this gate does not hold (e.g. two
+    data directories with different keys on one database)."""
+
+    code = "template_key_mismatch"
+
+
 class AuditError(GateError):
     """The audit chain could not be appended or does not verify."""
 
@@ -104,3 +114,20 @@ class GateClosed(GateError):
     """The gate was closed; no further decisions are made."""
 
     code = "gate_closed"
+
+
+def validation_message(errors: Iterable[Mapping[str, Any]], *, skip: str = "body") -> str:
+    """One line describing pydantic validation errors: the fields and what is wrong with
+    them, never the values (they may hold image bytes or names)."""
+    items = list(errors)
+    parts = []
+    for e in items[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != skip) or skip
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def invalid_request(errors: Iterable[Mapping[str, Any]]) -> InvalidRequest:
+    """``InvalidRequest`` for pydantic validation errors (see ``validation_message``)."""
+    return InvalidRequest(validation_message(errors))

@@ -6,15 +6,13 @@ lazily, so ``import gate`` stays fast.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from gate.errors import ModelUnavailable
 from gate.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
     from gate.engine import FaceGate
     from gate.identity.index import IdentityIndex
     from gate.vision.age import AgeEstimator
@@ -107,11 +105,8 @@ def build_nudity(settings: Settings) -> NudityClassifier | None:
     return classifier
 
 
-def build_index(settings: Settings, dim: int, engine: Engine) -> IdentityIndex:
+def build_index(settings: Settings, dim: int, expected_templates: int) -> IdentityIndex:
     """Exact or HNSW, by setting or (``auto``) by how many templates are enrolled."""
-    from sqlalchemy import func, select
-
-    from gate import db
     from gate.identity.ann import choose_index
     from gate.identity.index import ExactIndex
 
@@ -121,41 +116,52 @@ def build_index(settings: Settings, dim: int, engine: Engine) -> IdentityIndex:
         from gate.identity.ann import HnswIndex
 
         return HnswIndex(dim)
-    db.create_schema(engine)
-    with engine.connect() as conn:
-        count = int(conn.execute(select(func.count()).select_from(db.templates)).scalar_one())
-    return choose_index(dim, count)
+    return choose_index(dim, expected_templates)
 
 
-def build_gate(settings: Settings) -> FaceGate:
+def build_gate(settings: Settings, **given: Any) -> FaceGate:
+    """Open the database (migrated to the newest schema), verify and load the models,
+    validate the policy, and wire a ``FaceGate``. Parts passed by name (``detector=...``,
+    ``embedder=...``: any field of ``gate.engine.Parts``) are used instead of the ones the
+    settings choose (tests, custom integrations)."""
     from gate.audit.chain import SqlAuditSink
     from gate.consent.store import SqlConsentStore
+    from gate.consent.tokens import GrantTokens, SigningKeyring
     from gate.db import make_engine
+    from gate.db.migrate import ensure_schema
+    from gate.durable import private_dir
     from gate.engine import FaceGate, Parts
     from gate.identity.templates import TemplateCipher, load_keyring, load_or_create_key
     from gate.policy.evaluate import RulePolicyEngine
     from gate.policy.load import load_policy
 
-    policy = RulePolicyEngine(load_policy(settings.policy_file))
-    detector = build_robust_detector(settings)
-    embedder = build_embedder(settings)
-    if settings.flip_tta and settings.embedder != "fake":
-        from gate.vision.embed import FlipAveragingEmbedder
+    policy = given.pop("policy", None) or RulePolicyEngine(load_policy(settings.policy_file))
+    detector = given.pop("detector", None) or build_robust_detector(settings)
+    embedder = given.pop("embedder", None)
+    if embedder is None:
+        embedder = build_embedder(settings)
+        if settings.flip_tta and settings.embedder != "fake":
+            from gate.vision.embed import FlipAveragingEmbedder
 
-        embedder = FlipAveragingEmbedder(embedder)
+            embedder = FlipAveragingEmbedder(embedder)
+    age = given.pop("age", None) or build_age_estimator(settings)
+    nudity = given.pop("nudity", None) or build_nudity(settings)
     if not settings.database_url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     engine = make_engine(settings.resolved_database_url())
+    ensure_schema(engine, auto_migrate=settings.auto_migrate)
+    store = SqlConsentStore(engine)
     keys = load_keyring(settings.resolved_key_file())
     audit_key = load_or_create_key(settings.resolved_key_file().with_name("audit.key"))
+    tokens = GrantTokens(engine, SigningKeyring(settings.resolved_signing_key_file()),
+                         token_ttl_s=settings.consent_token_ttl_s,
+                         resync_s=settings.consent_revocation_resync_s)
     parts = Parts(
-        detector=detector, embedder=embedder, age=build_age_estimator(settings),
-        index=build_index(settings, embedder.dim, engine),
-        store=SqlConsentStore(engine), policy=policy, audit=SqlAuditSink(engine),
-        cipher=TemplateCipher(keys), audit_key=audit_key, nudity=build_nudity(settings),
+        detector=detector, embedder=embedder, age=age,
+        index=build_index(settings, embedder.dim, store.template_count()),
+        store=store, policy=policy, audit=SqlAuditSink(engine),
+        cipher=TemplateCipher(keys), audit_key=audit_key, nudity=nudity, tokens=tokens,
     )
+    if given:
+        parts = dataclasses.replace(parts, **given)
     return FaceGate(parts, settings)
-
-
-def model_cache(settings: Settings) -> Path:
-    return settings.resolved_model_cache()

@@ -47,7 +47,14 @@ def verify_models(settings: Settings | None = None) -> dict[str, Any]:
         found = manifest.find_by_sha256(digest)
         files.append({"role": role, "file": str(user_path), "sha256": digest, "status": "ok",
                       "license": found[1].license if found else "user-supplied"})
-    return {"detector": settings.detector, "embedder": settings.embedder, "files": files}
+    if settings.age_model == "onnx":  # every sexual-content check needs it: verify it too
+        from gate.vision.age import AGE_PACK, default_age_model, manifest_entry
+
+        entry = manifest_entry(AGE_PACK, "age")
+        files.append({"role": "age", "file": str(default_age_model()), "sha256": entry.sha256,
+                      "status": "ok", "license": entry.license})
+    return {"detector": settings.detector, "embedder": settings.embedder,
+            "age_model": settings.age_model, "files": files}
 
 
 def fetch_pack(name: str, *, accept_license: str | None, dest: Path | None = None,

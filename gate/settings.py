@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gate.policy.packs import default_policy_file
+from gate.policy.packs import default_policy_file, packs_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: ``policies/default.yaml`` of the source tree, else of the copy a wheel carries.
@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     #: SQLAlchemy URL; empty means SQLite in ``data_dir/gate.db``.
     database_url: str = ""
+    #: Migrate the database to the newest schema when a gate opens it. SQLite always is;
+    #: turn this off for PostgreSQL when one job runs ``gate db upgrade`` for all replicas
+    #: (a replica then refuses to start on an older schema, naming the command).
+    auto_migrate: bool = True
 
     # --- models -------------------------------------------------------------------
     #: ``yunet`` (opencv-zoo, default), ``scrfd`` (insightface weights you supply), ``fake``.
@@ -125,9 +129,32 @@ class Settings(BaseSettings):
     analysis_cache_ttl_s: float = Field(default=60.0, ge=0.0)
 
     # --- policy, audit, keys ----------------------------------------------------------
+    #: A policy file, or the name of a pack that ships with the gate (``default``,
+    #: ``creative-app``, ``self-portrait-only``; with or without ``.yaml``).
     policy_file: Path = DEFAULT_POLICY
     #: Template encryption key file (32 bytes, base64); created with 0600 if missing.
     key_file: Path | None = None
+    #: Ed25519 keyring that signs grant tokens; default ``signing.jwk`` beside the
+    #: template key file (``GATE_CONSENT_SIGNING_KEY_FILE``).
+    consent_signing_key_file: Path | None = None
+    #: A grant token never outlives this, even for a grant without expiry.
+    consent_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    #: The used-up state of counted grants reaches the revocation feed within this.
+    consent_revocation_resync_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("policy_file", mode="after")
+    @classmethod
+    def _policy_pack_name(cls, value: Path) -> Path:
+        """``creative-app`` or ``creative-app.yaml`` names a shipped pack when no such
+        file exists where the gate runs."""
+        if value.exists() or len(value.parts) != 1:
+            return value
+        packs = packs_dir()
+        if packs is None:
+            return value
+        name = value.name if value.suffix in (".yaml", ".yml") else f"{value.name}.yaml"
+        candidate = packs / name
+        return candidate if candidate.is_file() else value
 
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -136,6 +163,10 @@ class Settings(BaseSettings):
 
     def resolved_key_file(self) -> Path:
         return self.key_file or (self.data_dir / "keys" / "template.key")
+
+    def resolved_signing_key_file(self) -> Path:
+        return self.consent_signing_key_file or \
+            self.resolved_key_file().parent / "signing.jwk"
 
     @property
     def permissive_threshold(self) -> float:

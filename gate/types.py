@@ -9,6 +9,7 @@ No type here ever carries an embedding, and ``ImageInput`` never prints its byte
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -78,11 +79,15 @@ class _Frozen(BaseModel):
 
 
 class Requester(_Frozen):
-    """Who asks: the app (tenant) and, optionally, its end user."""
+    """Who asks: the app (tenant) and, optionally, its end user.
+
+    A face is the requester's own (identity ``self``) when it matches a subject whose
+    ``owner`` is this app and user: owners are bound at enrolment, by an operator or by
+    the person's own liveness-checked self-enrolment through the app (docs/consent.md).
+    """
 
     app_id: str = Field(min_length=1, max_length=128)
     user_id: str | None = Field(default=None, min_length=1, max_length=256)
-    verified_subject_id: str | None = Field(default=None, max_length=64)
 
 
 class ImageInput(_Frozen):
@@ -196,6 +201,45 @@ class Subject(_Frozen):
     created_at: datetime
 
 
+class GrantScope(_Frozen):
+    """What a grant lets a grantee do: the one scope rule of grants and grant tokens."""
+
+    app_id: str
+    user_id: str | None = None  # None: any user of the app
+    operations: list[Operation]
+    content: list[ContentCategory]
+    purpose: str | None = None  # None: any purpose
+
+    def covers_request(self, *, app_id: str, user_id: str | None, operation: str,
+                       content: Sequence[str], purpose: str | None) -> bool:
+        """True when this scope covers the request: the same app (and user, when the
+        scope names one), the operation, every content category, and the purpose."""
+        if self.app_id != app_id:
+            return False
+        if self.user_id is not None and self.user_id != user_id:
+            return False
+        if operation not in self.operations or not set(content) <= set(self.content):
+            return False
+        return self.purpose is None or self.purpose == purpose
+
+
+#: How consent was given; jurisdiction packs may require one (docs/jurisdictions.md).
+Formality = Literal["explicit_consent", "separate_consent", "written_release",
+                    "guardian_consent"]
+FORMALITIES: tuple[str, ...] = get_args(Formality)
+
+
+class ConsentRecord(_Frozen):
+    """How a grant's consent was collected: the formalities it satisfies and, for a
+    written release, when it was signed and the sha256 of the exact text shown."""
+
+    formalities: list[Formality] = Field(default_factory=list)
+    collected_by: Literal["operator", "portal", "app"] = "operator"
+    signed_at: datetime | None = None
+    text_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    locale: str | None = Field(default=None, max_length=16)
+
+
 class Grant(_Frozen):
     """A consent grant: who may use this subject's face, for what, until when."""
 
@@ -212,6 +256,8 @@ class Grant(_Frozen):
     uses: int = 0
     revoked_at: datetime | None = None
     created_at: datetime
+    #: How consent was given (None: recorded by an operator without formalities).
+    consent: ConsentRecord | None = None
     #: Compact JWS (EdDSA) of this grant's scope, verifiable offline with the gate's JWKS.
     token: str | None = None
 
@@ -230,24 +276,26 @@ class Grant(_Frozen):
         app_id: str,
         user_id: str | None,
         operation: str,
-        content: list[str],
+        content: Sequence[str],
         purpose: str | None,
         now: datetime,
         count_uses: bool = True,
     ) -> bool:
         """True when this grant's whole scope covers the request (and it is active);
         ``count_uses=False`` ignores used-up uses (screening the output of a counted use)."""
-        if not self.is_active(now, count_uses=count_uses):
-            return False
-        if self.app_id != app_id:
-            return False
-        if self.user_id is not None and self.user_id != user_id:
-            return False
-        if operation not in self.operations:
-            return False
-        if not set(content) <= set(self.content):
-            return False
-        return self.purpose is None or self.purpose == purpose
+        return self.is_active(now, count_uses=count_uses) and self.scope.covers_request(
+            app_id=app_id, user_id=user_id, operation=operation, content=content,
+            purpose=purpose)
+
+    @property
+    def scope(self) -> GrantScope:
+        return GrantScope(app_id=self.app_id, user_id=self.user_id,
+                          operations=self.operations, content=self.content,
+                          purpose=self.purpose)
+
+    @property
+    def formalities(self) -> frozenset[str]:
+        return frozenset(self.consent.formalities) if self.consent is not None else frozenset()
 
 
 class AuditVerification(_Frozen):

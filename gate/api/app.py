@@ -15,7 +15,6 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 from pydantic.json_schema import models_json_schema
-from sqlalchemy.engine import Engine
 
 from gate import __version__
 from gate.api.auth import require
@@ -25,7 +24,7 @@ from gate.api.keys import KeyStore
 from gate.api.limits import BodySizeLimit, RateLimiter
 from gate.api.logging import RequestContext
 from gate.api.metrics import Metrics
-from gate.api.routes import audit, check, grants, health, subjects
+from gate.api.routes import audit, check, consent, grants, health, portal, subjects
 from gate.api.schemas import (
     CheckBody,
     CheckFields,
@@ -35,10 +34,10 @@ from gate.api.schemas import (
     EnrollFields,
     multipart_schema,
 )
-from gate.api.services import Runner, Services
+from gate.api.services import Services
 from gate.api.settings import ApiSettings
-from gate.consent.http import router as consent_router
-from gate.db import make_engine
+from gate.consent.config import ConsentConfig
+from gate.consent.service import ConsentService
 from gate.engine import FaceGate
 from gate.settings import Settings
 
@@ -52,16 +51,19 @@ app only: the requester's `app_id` is the key's, never the body's, and every dec
 audited under it. An `admin` key is an operator-level key (the consent portal, the
 operator's tooling): it enrols and erases subjects and records or revokes grants for any
 grantee app (a grant is the *subject's* decision), and reads the whole audit log. Give
-apps `check` keys only.
+apps `check` keys only: an app that wants to recognise its own users' faces as `self`
+invites them through `POST /v1/self-enrolments` (a liveness check in the portal), not
+with an operator key.
 
 **Errors** always answer `{"error": {"code", "message", "request_id"}}`. A decision never
-fails open: internal faults are a `deny` (`core.fail_closed`), a timeout is a 503.
+fails open: internal faults and timeouts are a `deny` (`core.fail_closed`).
 `/healthz`, `/readyz` and (by default) `/metrics` need no key.
 """
 
 
 def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
-               api_settings: ApiSettings | None = None) -> FastAPI:
+               api_settings: ApiSettings | None = None,
+               consent_config: ConsentConfig | None = None) -> FastAPI:
     """The sidecar app; ``gate`` (e.g. a fake-model gate in tests) is used as given."""
     settings = settings or (gate.settings if gate is not None else Settings())
     api = api_settings or ApiSettings()
@@ -71,29 +73,25 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = gate if gate is not None else \
             await anyio.to_thread.run_sync(FaceGate.from_settings, settings)
-        keys = KeyStore(_shared_engine(engine, settings))
-        metrics.observe_readiness(engine.readiness())
+        consent_service = ConsentService(engine, consent_config or ConsentConfig())
+        keys = KeyStore(consent_service.engine)
+        metrics.observe_readiness(await anyio.to_thread.run_sync(engine.readiness))
         app.state.services = Services(
-            gate=engine, keys=keys, metrics=metrics, api=api,
-            runner=Runner(api.max_concurrent_checks, api.check_timeout_s, metrics),
+            gate=engine, consent=consent_service, keys=keys, metrics=metrics, api=api,
             limiter=RateLimiter(api.rate_limit_per_s, api.rate_limit_burst))
         try:
             yield
         finally:
             app.state.services = None
-            consent_service = getattr(app.state, "consent", None)
-            if consent_service is not None:
-                consent_service.close()
-                app.state.consent = None
+            consent_service.close()
             if gate is None:
                 engine.close()
 
     app = FastAPI(title="consent-gate", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)
     install_error_handlers(app)
-    for module in (check, subjects, grants, audit, health):
+    for module in (check, subjects, grants, audit, health, consent, portal):
         app.include_router(module.router)
-    app.include_router(consent_router)  # JWKS, revocations, consent requests, portal
     metrics_deps = [Depends(require("admin"))] if api.metrics_auth == "admin" else []
     app.add_api_route("/metrics", health.metrics, methods=["GET"], tags=["health"],
                       dependencies=metrics_deps, response_class=PlainTextResponse)
@@ -101,13 +99,6 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
     app.add_middleware(RequestContext, observe=metrics.observe_http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _shared_engine(gate: FaceGate, settings: Settings) -> Engine:
-    """The consent store's connection pool when it has one (fewer database connections
-    per replica), else a new engine on the same URL."""
-    found = getattr(gate.parts.store, "engine", None)
-    return found if isinstance(found, Engine) else make_engine(settings.resolved_database_url())
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

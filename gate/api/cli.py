@@ -1,8 +1,7 @@
-"""``gate serve``, ``gate keys ...`` and ``gate db ...``, mounted by ``gate/cli.py``:
+"""``gate serve`` and ``gate keys ...``, mounted by ``gate/cli.py``:
 
     app.command("serve")(serve_command)
     app.add_typer(keys_app, name="keys")
-    app.add_typer(db_app, name="db")
 """
 
 from __future__ import annotations
@@ -21,23 +20,13 @@ DataDir = Annotated[Path, typer.Option("--data-dir", envvar="GATE_DATA_DIR",
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP sidecar.")
-db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations (Alembic).")
-
-
-def _url(data_dir: Path) -> str:
-    from gate.settings import Settings
-
-    settings = Settings(data_dir=data_dir)
-    if not settings.database_url:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    return settings.resolved_database_url()
 
 
 def _key_store(data_dir: Path) -> KeyStore:
     from gate.api.keys import KeyStore
-    from gate.db import make_engine
+    from gate.commands import database
 
-    return KeyStore(make_engine(_url(data_dir)))
+    return KeyStore(database(data_dir))
 
 
 def serve_command(
@@ -151,30 +140,13 @@ def keys_rotate(data_dir: DataDir = Path("data"), as_json: JsonOut = False) -> N
         typer.echo(f"re-encrypted {count} template(s) under key {key_id}")
 
 
-@db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
-               data_dir: DataDir = Path("data")) -> None:
-    """Migrate the database (GATE_DATABASE_URL, or SQLite in --data-dir) to the newest
-    schema. Safe to run again; run it once before starting replicas."""
-    from gate.api.migrate import upgrade
-
-    reached = upgrade(_url(data_dir), revision)
-    typer.echo(f"database at revision {reached}")
-
-
-@db_app.command("current")
-def db_current(data_dir: DataDir = Path("data")) -> None:
-    """Print the database's schema revision."""
-    from gate.api.migrate import current_revision
-
-    typer.echo(current_revision(_url(data_dir)) or "none")
-
-
 def standalone() -> typer.Typer:
     """These commands on their own: ``python -m gate.api.cli serve|keys|db ...``."""
     cli = typer.Typer(add_completion=False, no_args_is_help=True)
     cli.command("serve")(serve_command)
     cli.add_typer(keys_app, name="keys")
+    from gate.db.cli import db_app
+
     cli.add_typer(db_app, name="db")
     return cli
 

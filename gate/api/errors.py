@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gate.errors import GateError
+from gate.errors import GateError, validation_message
 
 #: GateError code -> HTTP status. Subclasses without an entry use their parent's.
 STATUS_BY_CODE: dict[str, int] = {
@@ -25,7 +25,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "unsupported_media_type": 415,
     "enrollment_failed": 422,
     "consent_error": 422,
+    "already_revoked": 409,
+    "already_enrolled": 409,
     "not_found": 404,
+    "check_timeout": 503,
     "model_unavailable": 503,
     "model_mismatch": 503,
     "inference_failed": 503,
@@ -62,10 +65,6 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class MalformedBody(ApiError):
-    code, status = "malformed_json", 400
-
-
 class Unauthorized(ApiError):
     code, status = "unauthorized", 401
 
@@ -91,13 +90,6 @@ class RateLimited(ApiError):
 
 class NotReady(ApiError):
     code, status = "not_ready", 503
-
-
-class CheckTimeout(ApiError):
-    """The decision took too long: 503, never a made-up verdict (the engine may still
-    finish and audit its own decision)."""
-
-    code, status = "check_timeout", 503
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -127,12 +119,7 @@ def describe_validation(errors: Any) -> tuple[str, str]:
     items = list(errors)
     if any(e.get("type") == "json_invalid" for e in items):
         return "malformed_json", "the request body is not valid JSON"
-    parts = []
-    for e in items[:5]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
-    more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
-    return "invalid_request", "; ".join(parts) + more
+    return "invalid_request", validation_message(items)
 
 
 async def _gate_error(request: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gate import db
+from gate.clock import aware, utcnow
 from gate.errors import InvalidRequest, NotFound, StorageError
 
 #: ``check``: /v1/check and /v1/check-output for the key's app. ``admin``: subjects,
@@ -54,21 +55,11 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class KeyStore:
     """Create, verify, list and revoke API keys (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        try:
-            db.create_schema(engine)
-        except SQLAlchemyError as exc:
-            raise StorageError("the key database is unreachable") from exc
+        self.engine = engine  # the schema is made by gate.db.migrate.ensure_schema
 
     def create(self, app_id: str, scopes: Iterable[str]) -> NewKey:
         wanted = frozenset(s.strip() for s in scopes if s.strip())
@@ -78,7 +69,7 @@ class KeyStore:
         if not _APP_RE.match(app_id):
             raise InvalidRequest("app id must be 1-128 letters, digits or ._:-", field="app")
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-        key = ApiKey(key_id=key_id, app_id=app_id, scopes=wanted, created_at=datetime.now(UTC))
+        key = ApiKey(key_id=key_id, app_id=app_id, scopes=wanted, created_at=utcnow())
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(db.api_keys).values(
@@ -113,7 +104,7 @@ class KeyStore:
             with self.engine.begin() as conn:
                 conn.execute(update(db.api_keys).where(
                     db.api_keys.c.key_id == key_id, db.api_keys.c.revoked_at.is_(None)
-                ).values(revoked_at=datetime.now(UTC)))
+                ).values(revoked_at=utcnow()))
         except SQLAlchemyError as exc:
             raise StorageError("the key database is unavailable") from exc
         row = self._row(key_id)
@@ -132,8 +123,8 @@ class KeyStore:
     @staticmethod
     def _from_row(row: Any) -> ApiKey:
         return ApiKey(key_id=row.key_id, app_id=row.app_id, scopes=frozenset(row.scopes),
-                      created_at=_aware(row.created_at) or datetime.now(UTC),
-                      revoked_at=_aware(row.revoked_at))
+                      created_at=aware(row.created_at),
+                      revoked_at=aware(row.revoked_at))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -50,11 +50,14 @@ class Metrics:
         self.models_loaded = Gauge("gate_models_loaded", "1 when the models are loaded.",
                                    registry=r)
         self.check_timeouts = Counter("gate_check_timeouts_total",
-                                      "Decisions that exceeded the timeout (answered 503).",
-                                      registry=r)
+                                      "Decisions that overran the engine's deadline "
+                                      "(denied, core.fail_closed).", registry=r)
 
     def observe_decision(self, endpoint: str, decision: Decision) -> None:
         self.decisions.labels(endpoint, decision.verdict).inc()
+        if any(r.rule_id == "core.fail_closed" and "(timeout)" in r.message
+               for r in decision.reasons):
+            self.check_timeouts.inc()
         for rule_id in dict.fromkeys(decision.rule_ids):
             self.rules.labels(rule_id, decision.verdict).inc()
         for stage, ms in decision.latency_ms.items():

@@ -13,7 +13,6 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import insert, select
@@ -21,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gate import db
+from gate.clock import utcnow
 from gate.errors import AuditError
 from gate.types import AuditVerification
 
@@ -94,7 +94,7 @@ class SqlAuditSink:
         self._pg = engine.dialect.name == "postgresql"
 
     def append(self, event: Mapping[str, Any]) -> AuditRecord:
-        at = datetime.now(UTC).isoformat()
+        at = utcnow().isoformat()
         try:
             with self.engine.begin() as conn:
                 if self._pg:
@@ -141,7 +141,7 @@ class MemoryAuditSink:
         self.rows: list[tuple[int, str, str, str]] = []
 
     def append(self, event: Mapping[str, Any]) -> AuditRecord:
-        at = datetime.now(UTC).isoformat()
+        at = utcnow().isoformat()
         with self._lock:
             seq = len(self.rows) + 1
             prev = self.rows[-1][3] if self.rows else GENESIS

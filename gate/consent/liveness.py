@@ -16,7 +16,6 @@ unmirrored camera frame that is the person turning to *their own left*, so the p
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,12 +23,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gate.errors import EnrollmentError, InvalidImage
-from gate.imaging import DecodeLimits, decode_image
-from gate.vision.align import align_face
+from gate.errors import EnrollmentError
+from gate.pipeline import AnalysedFace
 
 if TYPE_CHECKING:
-    from gate.engine import FaceGate
+    from gate.consent.lifecycle import FaceReader
 
 Pose = Literal["front", "left", "right", "between"]
 CHALLENGES: tuple[tuple[Pose, ...], ...] = (("front", "left", "right"),
@@ -53,21 +51,11 @@ class LivenessConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class FaceSample:
-    """One face in one picture: landmarks and template. Never leaves the process."""
-
-    bbox_px: tuple[float, float, float, float]  # in the original image's pixels
-    landmarks: np.ndarray  # 5x2, frame pixels
-    vector: np.ndarray  # L2-normalised template
-    size_px: float  # shorter side of the box in original pixels
-
-
-@dataclass(frozen=True, slots=True)
 class FrameFace:
     """What liveness needs from one frame of a burst."""
 
     faces: int  # faces found in the frame
-    sample: FaceSample | None  # the face, when exactly one was found
+    sample: AnalysedFace | None  # the face, when exactly one was found
     digest: str  # sha256 of the decoded pixels (not the file bytes)
     thumb: np.ndarray  # 32x32 grey thumbnail of the whole frame, float32
 
@@ -134,7 +122,7 @@ def verify_burst(frames: Sequence[FrameFace], challenge: Sequence[Pose],
         if float(np.mean(np.abs(frames[i].thumb - frames[kept[-1]].thumb))) >= cfg.min_change:
             kept.append(i)
     samples = [s for s in (frames[i].sample for i in kept) if s is not None]
-    poses = tuple(pose_of(yaw_ratio(s.landmarks), cfg) for s in samples)
+    poses = tuple(pose_of(yaw_ratio(np.asarray(s.landmarks_px)), cfg) for s in samples)
     reasons: list[str] = []
     if len(kept) < cfg.min_frames:
         reasons.append("the frames are (nearly) the same picture: a still image")
@@ -151,57 +139,27 @@ def verify_burst(frames: Sequence[FrameFace], challenge: Sequence[Pose],
     return LivenessResult(not reasons, tuple(reasons), poses, reference, front_at)
 
 
-# -- analysis of pictures with the gate's own detector and embedder ---------------------
-def _limits(gate: FaceGate) -> DecodeLimits:
-    s = gate.settings
-    return DecodeLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels,
-                        max_side_px=s.max_side_px, max_frames=1,
-                        max_total_pixels=s.max_total_pixels, target_side_px=s.decode_side_px)
-
-
-def _thumb(pixels: np.ndarray) -> np.ndarray:
-    import cv2
-
-    grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
-    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
-    return np.asarray(small, dtype=np.float32)
-
-
-def analyse_picture(gate: FaceGate, data: bytes, *, what: str = "picture"
-                    ) -> tuple[list[FaceSample], str, np.ndarray]:
-    """Faces (landmarks, template), pixel digest and thumbnail of one still picture."""
-    try:
-        decoded = decode_image(data, _limits(gate))
-    except InvalidImage as exc:
-        raise type(exc)(f"{what}: {exc.message}") from exc
-    frame = decoded.frames[0]
-    dets = gate.parts.detector.detect(frame.pixels)
-    crops = [align_face(frame.pixels, d.landmarks_array())[0] for d in dets]
-    vectors = gate.parts.embedder.embed(crops) if crops else np.zeros((0, 1), np.float32)
-    samples = [FaceSample(
-        bbox_px=tuple(float(v) / frame.scale for v in d.bbox),  # type: ignore[arg-type]
-        landmarks=d.landmarks_array(), vector=np.asarray(vec, dtype=np.float32),
-        size_px=d.size_px / frame.scale) for d, vec in zip(dets, vectors, strict=True)]
-    digest = hashlib.sha256(np.ascontiguousarray(frame.pixels).tobytes()).hexdigest()
-    return samples, digest, _thumb(frame.pixels)
-
-
-def analyse_burst(gate: FaceGate, frames: Sequence[bytes],
-                  config: LivenessConfig | None = None) -> list[FrameFace]:
+# -- analysis of a burst with the gate's own pipeline -------------------------------------
+def analyse_burst(faces: FaceReader, frames: Sequence[bytes],
+                  config: LivenessConfig | None = None, *, min_face_px: int = 24
+                  ) -> list[FrameFace]:
     cfg = config or LivenessConfig()
     if not cfg.min_frames <= len(frames) <= cfg.max_frames:
         raise EnrollmentError(f"send {cfg.min_frames}-{cfg.max_frames} frames")
     out = []
     for i, data in enumerate(frames):
-        samples, digest, thumb = analyse_picture(gate, data, what=f"frame {i}")
-        sample = samples[0] if len(samples) == 1 else None
-        if sample is not None and sample.size_px < gate.settings.min_face_px:
+        still = faces.analyse_still(data, what=f"frame {i}")
+        sample = still.faces[0] if len(still.faces) == 1 else None
+        if sample is not None and sample.size_px < min_face_px:
             sample = None
-        out.append(FrameFace(faces=len(samples), sample=sample, digest=digest, thumb=thumb))
+        out.append(FrameFace(faces=len(still.faces), sample=sample, digest=still.pixel_digest,
+                             thumb=still.thumb))
     return out
 
 
-def check_liveness(gate: FaceGate, frames: Sequence[bytes], challenge: Sequence[Pose],
-                   config: LivenessConfig | None = None) -> LivenessResult:
-    """Analyse a burst with the gate's models and judge it against ``challenge``."""
-    return verify_burst(analyse_burst(gate, frames, config), challenge, config)
+def check_liveness(faces: FaceReader, frames: Sequence[bytes], challenge: Sequence[Pose],
+                   config: LivenessConfig | None = None, *, min_face_px: int = 24
+                   ) -> LivenessResult:
+    """Analyse a burst with the gate's pipeline and judge it against ``challenge``."""
+    return verify_burst(analyse_burst(faces, frames, config, min_face_px=min_face_px),
+                        challenge, config)

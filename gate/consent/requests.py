@@ -19,15 +19,29 @@ import hmac
 import json
 import logging
 import queue
+import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 
-from gate.errors import ConsentError
+from gate.clock import aware
+from gate.consent import tables as t
+from gate.consent.config import ConsentConfig
+from gate.consent.lifecycle import SubjectLifecycle
+from gate.consent.links import Links, NewSession, Session, SessionInvalid
+from gate.consent.proof import IdentityMismatch, Proof
+from gate.consent.store import Person
+from gate.errors import ConsentError, InvalidRequest, NotFound
+from gate.pipeline import AnalysedFace
+from gate.types import CONTENT_CATEGORIES, OPERATIONS, ConsentRecord
 
 log = logging.getLogger("gate.consent")
 
@@ -212,7 +226,8 @@ class WebhookSender:
         log.warning("webhook given up", extra={"event": event})
 
 
-def request_from_row(row: Any, aware: Any, token: str | None = None) -> ConsentRequest:
+def request_from_row(row: Any, aware: Callable[[Any], Any],
+                     token: str | None = None) -> ConsentRequest:
     return ConsentRequest(
         request_id=row.request_id, state=row.state, app_id=row.app_id, user_id=row.user_id,
         operation=row.operation, content=list(row.content), purpose=row.purpose,
@@ -231,3 +246,252 @@ def plain_request(request: ConsentRequest) -> Mapping[str, Any]:
                                     purpose=request.purpose, grant_ttl_s=request.grant_ttl_s,
                                     max_uses=request.max_uses),
             "needs_name": request.subject_id is None}
+
+
+# -- the flow ----------------------------------------------------------------------------
+class RequestClosed(ConsentError):
+    """The consent request was already answered or expired."""
+
+    code = "request_closed"
+
+
+class ConsentRequests:
+    """From a ``needs_consent`` decision to a grant scoped exactly to it (module doc)."""
+
+    def __init__(self, engine: Engine, lifecycle: SubjectLifecycle, links: Links,
+                 proof: Proof, config: ConsentConfig, clock: Callable[[], datetime],
+                 sender: WebhookSender) -> None:
+        self.engine = engine
+        self.lifecycle = lifecycle
+        self.links = links
+        self.proof = proof
+        self.config = config
+        self.clock = clock
+        self.sender = sender
+
+    def create(self, app_id: str, *, image: bytes, operation: str,
+               content: Sequence[str] = ("general",), bbox: Sequence[float] | None = None,
+               user_id: str | None = None, purpose: str | None = None,
+               decision_request_id: str | None = None, face_ref: str | None = None,
+               expires_in_s: int | None = None, grant_ttl_s: int | None = None,
+               max_uses: int | None = None) -> tuple[ConsentRequest, str]:
+        """A pending request about the face in ``image`` (at ``bbox``) and its one-time
+        link for the person. Returns ``(request, link_url)``; the link is shown once."""
+        if operation not in OPERATIONS:
+            raise InvalidRequest("unknown operation", field="operation")
+        cats = list(dict.fromkeys(content)) or ["general"]
+        if any(c not in CONTENT_CATEGORIES for c in cats):
+            raise InvalidRequest("unknown content category", field="content")
+        if max_uses is not None and max_uses < 1:
+            raise InvalidRequest("max_uses must be at least 1", field="max_uses")
+        face = self._face(image, bbox)
+        subject_id = self.proof.enrolled_match(face.vector)
+        if subject_id is not None:
+            subject = self.lifecycle.store.get_subject(subject_id)
+            if subject is not None and subject.status == "protected":
+                raise ConsentError("this person does not accept consent requests")
+        now = self.clock()
+        ttl = min(expires_in_s or self.config.request_ttl_s, self.config.request_ttl_s)
+        request_id = f"creq_{uuid.uuid4().hex[:20]}"
+        pack = self.lifecycle.faces.pack_id
+        template = None if subject_id else self.lifecycle.index.cipher.encrypt(
+            face.vector, subject_id=f"consent-request:{request_id}", pack_id=pack)
+        row = {"request_id": request_id, "app_id": app_id, "user_id": user_id,
+               "operation": operation, "content": cats, "purpose": purpose,
+               "subject_id": subject_id, "decision_request_id": decision_request_id,
+               "face_ref": face_ref, "image_sha256": hashlib.sha256(image).hexdigest(),
+               "template": template, "model_pack": pack, "grant_ttl_s": grant_ttl_s,
+               "max_uses": max_uses, "state": "pending", "created_at": now,
+               "expires_at": now + timedelta(seconds=ttl)}
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.consent_requests).values(**row))
+        token = self.links.new_link("request", request_id, now + timedelta(seconds=ttl))
+        self.lifecycle._audit("consent_request", [subject_id] if subject_id else [],
+                              request_id)
+        link = f"{self.config.public_url.rstrip('/')}/portal/request.html#t={token}"
+        return self.load(request_id), link
+
+    def _face(self, image: bytes, bbox: Sequence[float] | None) -> AnalysedFace:
+        from gate.vision.detect import box_iou
+
+        faces = list(self.lifecycle.faces.analyse_still(image, what="image").faces)
+        if bbox is not None:
+            if len(bbox) != 4:
+                raise InvalidRequest("bbox must be [x_min, y_min, x_max, y_max]", field="bbox")
+            box = tuple(float(v) for v in bbox)
+            faces = [f for f in faces if box_iou(f.bbox_px, box) >= 0.5]
+            faces = sorted(faces, key=lambda f: -box_iou(f.bbox_px, box))[:1]
+        if len(faces) != 1:
+            raise InvalidRequest("the image must show exactly one face at bbox (give the "
+                                 "face's bbox from the decision)", field="bbox")
+        return faces[0]
+
+    def load(self, request_id: str, app_id: str | None = None,
+             token: str | None = None) -> ConsentRequest:
+        c = t.consent_requests.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.consent_requests)
+                               .where(c.request_id == request_id)).first()
+        if row is None or (app_id is not None and row.app_id != app_id):
+            raise NotFound("no such consent request")
+        return request_from_row(row, aware, token)
+
+    def get(self, app_id: str, request_id: str) -> ConsentRequest:
+        """The app's poll: state, and once granted the grant id and a signed token."""
+        request = self.load(request_id, app_id)
+        if request.state == "pending" and request.expires_at <= self.clock():
+            self.expire(self.clock(), only=request_id)
+            request = self.load(request_id, app_id)
+        if request.state == "granted" and request.grant_id:
+            grant = self.lifecycle.store.get_grant(request.grant_id)
+            if grant is not None and grant.is_active(self.clock()) and \
+                    self.lifecycle.tokens is not None:
+                token = self.lifecycle.tokens.issue(grant).token
+                request = request.model_copy(update={"grant_token": token})
+        return request
+
+    def open_link(self, token: str) -> NewSession:
+        """Exchange a consent-request link for a short session (the link dies)."""
+        request_id = self.links.use_link(token, "request")
+        request = self.load(request_id)
+        if request.state != "pending" or request.expires_at <= self.clock():
+            raise RequestClosed("this consent request is closed")
+        ttl = min(self.config.session_ttl_s,
+                  int((request.expires_at - self.clock()).total_seconds()))
+        return self.links.new_session("request", request_id, ttl_s=max(ttl, 1))
+
+    def view(self, session: Session) -> dict[str, Any]:
+        view = dict(plain_request(self.load(session.target)))
+        view["verified"] = session.verified_subject_id is not None
+        return view
+
+    def prove(self, session: Session, challenge_id: str, frames: Sequence[bytes],
+              display_name: str | None = None, guardian: bool = False) -> bool:
+        """Liveness burst, matched to the request's face; enrols the person if needed."""
+        request = self._pending(session.target)
+        result = self.proof.answer_challenge(session, challenge_id, frames)
+        assert result.reference is not None
+        if request.subject_id is not None:
+            if not self.proof.matches_subject(request.subject_id, result.reference):
+                raise IdentityMismatch("you do not match the person this request is about")
+            subject_id = request.subject_id
+        else:
+            if not self._matches_request_face(request.request_id, result.reference):
+                raise IdentityMismatch("you do not match the person this request is about")
+            subject_id = self.proof.enrolled_match(result.reference, to_act_as=True) or \
+                self.proof.enrol_from_burst(frames, result, display_name, guardian=guardian,
+                                            status="consenting").subject_id
+        self.links.mark_verified(session, subject_id)
+        return True
+
+    def _matches_request_face(self, request_id: str, reference: np.ndarray) -> bool:
+        c = t.consent_requests.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(c.template, c.model_pack)
+                               .where(c.request_id == request_id)).first()
+        if row is None or row.template is None:
+            return False
+        vector = self.lifecycle.index.cipher.decrypt(
+            bytes(row.template), subject_id=f"consent-request:{request_id}",
+            pack_id=row.model_pack)
+        return self.proof.matches_vector(vector, reference)
+
+    def _pending(self, request_id: str) -> ConsentRequest:
+        request = self.load(request_id)
+        if request.state != "pending" or request.expires_at <= self.clock():
+            raise RequestClosed("this consent request is closed")
+        return request
+
+    def decide(self, session: Session, accept: bool) -> ConsentRequest:
+        """The person's answer. Granting records a grant scoped exactly to the request;
+        the consent act itself (a separate, explicit answer after a liveness proof, in
+        the portal) is recorded with the grant."""
+        request = self._pending(session.target)
+        subject_id = session.verified_subject_id
+        if subject_id is None:
+            raise SessionInvalid("prove who you are first")
+        grant = None
+        if accept:
+            now = self.clock()
+            expires = None if request.grant_ttl_s is None else \
+                now + timedelta(seconds=request.grant_ttl_s)
+            grant = self.lifecycle.grant(
+                subject_id, app_id=request.app_id, operations=[request.operation],
+                content=request.content, user_id=request.user_id, purpose=request.purpose,
+                expires_at=expires, max_uses=request.max_uses,
+                consent=ConsentRecord(formalities=["explicit_consent", "separate_consent"],
+                                      collected_by="portal", signed_at=now))
+        state = "granted" if accept else "refused"
+        if not self._resolve(request.request_id, state, subject_id,
+                             grant.grant_id if grant else None):
+            if grant is not None:
+                self.lifecycle.revoke(grant.grant_id)
+            raise RequestClosed("this consent request is closed")
+        self.links.end_session(session)
+        self.lifecycle._audit("consent_request_" + state, [subject_id], request.request_id)
+        resolved = self.load(request.request_id)
+        self._notify(resolved)
+        return resolved
+
+    def _resolve(self, request_id: str, state: str, subject_id: str | None,
+                 grant_id: str | None) -> bool:
+        c = t.consent_requests.c
+        values: dict[str, Any] = {"state": state, "template": None,
+                                  "resolved_at": self.clock(), "grant_id": grant_id}
+        if subject_id is not None:
+            values["subject_id"] = subject_id
+        with self.engine.begin() as conn:
+            n = conn.execute(update(t.consent_requests)
+                             .where(c.request_id == request_id, c.state == "pending")
+                             .values(**values)).rowcount
+        return n == 1
+
+    def expire(self, now: datetime, only: str | None = None) -> int:
+        """Expire pending requests past their expiry (deleting their templates)."""
+        c = t.consent_requests.c
+        where = [c.state == "pending", c.expires_at <= now]
+        if only is not None:
+            where.append(c.request_id == only)
+        with self.engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(select(c.request_id).where(*where))]
+        count = 0
+        for request_id in ids:
+            if self._resolve(request_id, "expired", None, None):
+                count += 1
+                self._notify(self.load(request_id))
+        return count
+
+    def set_webhook(self, app_id: str, url: str) -> str:
+        """Register (or replace) ``app_id``'s webhook URL; returns the new signing secret."""
+        if not url.startswith(("https://", "http://")) or len(url) > 2000:
+            raise InvalidRequest("the webhook URL must be http(s)", field="url")
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(delete(t.consent_webhooks).where(t.consent_webhooks.c.app_id == app_id))
+            conn.execute(insert(t.consent_webhooks).values(
+                app_id=app_id, url=url, secret=secret, enabled=True, created_at=self.clock()))
+        return secret
+
+    def _notify(self, request: ConsentRequest) -> None:
+        w = t.consent_webhooks.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(w.url, w.secret).where(
+                w.app_id == request.app_id, w.enabled.is_(True))).first()
+        if row is not None:
+            event = f"consent_request.{request.state}"
+            self.sender.submit(row.url, row.secret, event, webhook_body(event, request))
+
+
+def forget(conn: Connection, person: Person) -> None:
+    """Erasure hook: consent requests about the person are deleted (with any template)."""
+    conn.execute(delete(t.consent_requests)
+                 .where(t.consent_requests.c.subject_id == person.subject_id))
+
+
+def export(conn: Connection, person: Person) -> dict[str, Any]:
+    """Export hook: the consent requests the person was asked (never templates)."""
+    c = t.consent_requests.c
+    rows = conn.execute(select(t.consent_requests).where(c.subject_id == person.subject_id)
+                        .order_by(c.created_at)).all()
+    return {"consent_requests": [request_from_row(r, aware).model_dump(
+        mode="json", exclude={"grant_token"}) for r in rows]}

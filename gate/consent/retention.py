@@ -13,25 +13,28 @@ Last interaction = the newest of: enrolment, and any audit event naming the subj
 (a check that matched them, a grant, a revocation, a status change) or a portal sign-in.
 ``ActivityLog`` follows the audit log incrementally (cursor in ``consent_meta``) and keeps,
 per keyed subject reference, the time last seen, and per grant the decisions that used it.
+Erasure deletes both at once (``forget``, an erasure hook), not at the next run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from gate.audit.chain import subject_ref
+from gate.audit.chain import AuditSink
+from gate.clock import aware, parse_utc, utcnow
 from gate.consent import tables as t
+from gate.consent.store import Person
 
 if TYPE_CHECKING:
     from gate.consent.service import ConsentService
-    from gate.engine import FaceGate
 
 log = logging.getLogger("gate.consent")
 
@@ -40,26 +43,13 @@ _CURSOR = "audit_seq"
 _PAGE = 1000
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _parse_at(at: str) -> datetime | None:
-    try:
-        return _aware(datetime.fromisoformat(at))
-    except (TypeError, ValueError):
-        return None
-
-
 class ActivityLog:
     """What the audit log says about subjects' activity and grants' uses."""
 
-    def __init__(self, gate: FaceGate, engine: Engine) -> None:
-        self.gate = gate
+    def __init__(self, engine: Engine, audit: AuditSink, ref: Callable[[str], str]) -> None:
         self.engine = engine
-
-    def ref(self, subject_id: str) -> str:
-        return subject_ref(self.gate.parts.audit_key, subject_id)
+        self.audit = audit
+        self.ref = ref
 
     def _cursor(self, conn: Connection) -> int | None:
         row = conn.execute(select(t.consent_meta.c.value)
@@ -79,7 +69,8 @@ class ActivityLog:
                 except IntegrityError:
                     pass  # another process created it
                 continue
-            events = self.gate.audit_events(since_seq=cursor, limit=_PAGE)
+            events = [{"seq": r.seq, "at": r.at, "event": r.event}
+                      for r in self.audit.query(cursor, _PAGE)]
             if not events:
                 break
             if not self._apply(cursor, events):
@@ -92,7 +83,7 @@ class ActivityLog:
         seen: dict[str, datetime] = {}
         uses: list[dict[str, Any]] = []
         for e in events:
-            at, body = _parse_at(e["at"]), e["event"]
+            at, body = parse_utc(e["at"]), e["event"]
             if at is None:
                 continue
             for ref in body.get("subject_refs") or []:
@@ -123,21 +114,21 @@ class ActivityLog:
         row = conn.execute(select(a.last_seen_at).where(a.subject_ref == ref)).first()
         if row is None:
             conn.execute(insert(t.consent_activity).values(subject_ref=ref, last_seen_at=at))
-        elif _aware(row[0]) < at:
+        elif aware(row[0]) < at:
             conn.execute(update(t.consent_activity).where(a.subject_ref == ref)
                          .values(last_seen_at=at))
 
     def touch(self, subject_id: str, at: datetime) -> None:
         """Record an interaction that is not in the audit log (a portal sign-in)."""
         with self.engine.begin() as conn:
-            self._touch(conn, self.ref(subject_id), _aware(at))
+            self._touch(conn, self.ref(subject_id), aware(at))
 
     def last_seen(self, subject_id: str) -> datetime | None:
         a = t.consent_activity.c
         with self.engine.connect() as conn:
             row = conn.execute(select(a.last_seen_at)
                                .where(a.subject_ref == self.ref(subject_id))).first()
-        return None if row is None else _aware(row[0])
+        return None if row is None else aware(row[0])
 
     def uses_of(self, grant_ids: list[str], limit: int = 200) -> list[dict[str, Any]]:
         u = t.consent_grant_uses.c
@@ -149,13 +140,26 @@ class ActivityLog:
                                 .order_by(u.audit_seq.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
-    def forget(self, subject_id: str, grant_ids: list[str]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(t.consent_activity)
-                         .where(t.consent_activity.c.subject_ref == self.ref(subject_id)))
-            if grant_ids:
-                conn.execute(delete(t.consent_grant_uses)
-                             .where(t.consent_grant_uses.c.grant_id.in_(grant_ids)))
+
+
+def forget(conn: Connection, person: Person) -> None:
+    """Erasure hook: the person's last-seen time and the decisions that used their grants."""
+    conn.execute(delete(t.consent_activity)
+                 .where(t.consent_activity.c.subject_ref == person.subject_ref))
+    if person.grant_ids:
+        conn.execute(delete(t.consent_grant_uses)
+                     .where(t.consent_grant_uses.c.grant_id.in_(person.grant_ids)))
+
+
+def export(conn: Connection, person: Person) -> dict[str, Any]:
+    """Export hook: the last interaction, and the decisions that used the person's grants."""
+    a, u = t.consent_activity.c, t.consent_grant_uses.c
+    row = conn.execute(select(a.last_seen_at).where(a.subject_ref == person.subject_ref)).first()
+    uses = [] if not person.grant_ids else [dict(r._mapping) for r in conn.execute(
+        select(u.grant_id, u.audit_seq, u.at, u.app_id, u.operation, u.verdict)
+        .where(u.grant_id.in_(person.grant_ids)).order_by(u.audit_seq.desc()).limit(1000))]
+    return {"last_interaction": aware(row[0]).isoformat() if row else None,
+            "decisions_using_grants": uses}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +169,6 @@ class RetentionReport:
     deleted_links: int
     deleted_sessions: int
     pruned_revocations: int
-    orphans_cleaned: int
     dry_run: bool = False
     #: Subjects that would be / were erased (ids; shown to the operator only).
     subject_ids: tuple[str, ...] = ()
@@ -177,39 +180,35 @@ class RetentionReport:
 def idle_subjects(svc: ConsentService, now: datetime, max_idle_days: int) -> list[str]:
     """Subjects whose last interaction is older than ``max_idle_days`` before ``now``."""
     svc.activity.catch_up()
-    cutoff = _aware(now) - timedelta(days=max_idle_days)
+    cutoff = aware(now) - timedelta(days=max_idle_days)
     out = []
-    for subject in svc.gate.list_subjects():
+    for subject in svc.lifecycle.list_subjects():
         seen = svc.activity.last_seen(subject.subject_id)
-        last = max(_aware(subject.created_at), seen) if seen else _aware(subject.created_at)
+        created = aware(subject.created_at)
+        last = max(created, seen) if seen else created
         if last < cutoff:
             out.append(subject.subject_id)
     return out
 
 
-def run_retention(gate: FaceGate, now: datetime | None = None,
+def run_retention(svc: ConsentService, now: datetime | None = None,
                   max_idle_days: int = DEFAULT_MAX_IDLE_DAYS, *,
-                  consent: ConsentService | None = None,
                   dry_run: bool = False) -> RetentionReport:
     """Erase idle subjects and expire stale consent state (see module doc)."""
-    from gate.consent.service import ConsentService
-
     if max_idle_days < 1:
         raise ValueError("max_idle_days must be at least 1")
-    svc = consent or ConsentService(gate)
-    when = _aware(now or datetime.now(UTC))
+    when = aware(now or utcnow())
     idle = idle_subjects(svc, when, max_idle_days)
     if dry_run:
-        return RetentionReport(len(idle), 0, 0, 0, 0, 0, True, tuple(idle))
+        return RetentionReport(len(idle), 0, 0, 0, 0, True, tuple(idle))
     for subject_id in idle:
-        svc.erase_subject(subject_id)
-    expired = svc.expire_requests(when)
-    links, sessions = svc.delete_expired_secrets(when)
-    pruned = svc.prune_revocations(when)
-    orphans = svc.clean_orphans()
-    report = RetentionReport(len(idle), expired, links, sessions, pruned, orphans, False,
-                             tuple(idle))
-    gate.parts.audit.append({"kind": "retention", "subject_refs": [],
-                             "detail": f"erased={len(idle)} expired_requests={expired}"})
+        svc.lifecycle.erase(subject_id)
+    expired = svc.requests.expire(when)
+    links, sessions = svc.links.delete_expired(when)
+    tokens = svc.lifecycle.tokens
+    pruned = tokens.prune(when) if tokens is not None else 0
+    report = RetentionReport(len(idle), expired, links, sessions, pruned, False, tuple(idle))
+    svc.lifecycle.audit.append({"kind": "retention", "subject_refs": [],
+                                "detail": f"erased={len(idle)} expired_requests={expired}"})
     log.info("retention run", extra={"erased": len(idle), "expired_requests": expired})
     return report

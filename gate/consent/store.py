@@ -3,13 +3,19 @@
 Every write is one transaction that also appends to the change feed (``changes``), which
 caches and replicas read to learn that consent changed. A write has reached the disk
 (SQLite WAL + synchronous=FULL, or PostgreSQL commit) before the method returns.
+
+Erasure (``delete_subject``) runs the erasure hooks of every module that keeps rows about
+a person (``ErasureHook``, registered by ``gate.consent.lifecycle``) in the same
+transaction as the subject's own rows, so a person is erased everywhere or nowhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import delete, func, insert, select, update
@@ -17,20 +23,35 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gate import db
+from gate.clock import aware, utcnow
 from gate.errors import NotFound, StorageError
-from gate.types import Grant, Requester, Subject, SubjectStatus
+from gate.types import ConsentRecord, Grant, Requester, Subject, SubjectStatus
 
 _FEED_LOCK = 0x6761_7466  # "gatf": serialises change-feed writers on PostgreSQL
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class Person:
+    """What erasure and export hooks are told about a person."""
+
+    subject_id: str
+    #: The keyed, non-identifying reference the audit log and activity table use.
+    subject_ref: str
+    #: Every grant of the person (deleted in the same transaction).
+    grant_ids: tuple[str, ...]
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def erasure_digest(subject_id: str) -> str:
+    """What the change feed says about an erased subject: not their id, a one-way digest
+    of it. A replica that holds the subject in its index recognises it (it computes the
+    same digest for the ids it holds); nobody else can turn it back into an id."""
+    return "erased:" + hashlib.sha256(f"gate-erasure\x00{subject_id}".encode()).hexdigest()[:40]
+
+
+#: Deletes one module's rows about a person, inside the erasure's transaction.
+ErasureHook = Callable[[Connection, Person], None]
+#: One module's data about a person, for their export (GDPR Art. 15 and 20).
+ExportHook = Callable[[Connection, Person], dict[str, Any]]
 
 
 @runtime_checkable
@@ -40,8 +61,12 @@ class ConsentStore(Protocol):
     def add_subject(self, subject: Subject, ciphertexts: list[bytes], key_id: str) -> None: ...
     def get_subject(self, subject_id: str) -> Subject | None: ...
     def list_subjects(self) -> list[Subject]: ...
-    def set_status(self, subject_id: str, status: SubjectStatus) -> Subject: ...
-    def delete_subject(self, subject_id: str) -> bool: ...
+    def set_status(self, subject_id: str, status: SubjectStatus, *,
+                   at: datetime) -> tuple[Subject, list[str]]: ...
+    def delete_subject(self, subject_id: str, *, subject_ref: str,
+                       hooks: Sequence[ErasureHook] = ()) -> bool: ...
+    def export_rows(self, subject_id: str, *, subject_ref: str,
+                    hooks: Sequence[ExportHook]) -> dict[str, Any]: ...
     def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]: ...
     def template_packs(self) -> set[str]: ...
     def rewrite_templates(self, transform: Callable[[str, str, bytes], bytes | None]) -> int: ...
@@ -49,12 +74,14 @@ class ConsentStore(Protocol):
     def get_grant(self, grant_id: str) -> Grant | None: ...
     def list_grants(self, subject_id: str | None = None) -> list[Grant]: ...
     def grants_for(self, subject_ids: Iterable[str]) -> dict[str, list[Grant]]: ...
-    def revoke_grant(self, grant_id: str, at: datetime) -> Grant: ...
+    def revoke_grant(self, grant_id: str, at: datetime) -> tuple[Grant, bool]: ...
     def consume_use(self, grant_id: str) -> bool: ...
     def epoch(self) -> int: ...
     def changes_since(self, seq: int) -> list[tuple[int, str, str | None]]: ...
     def subject_templates(self, subject_id: str, model_pack: str) -> list[bytes]: ...
+    def template_count(self) -> int: ...
     def ping(self) -> None: ...
+    def integrity_problem(self) -> str | None: ...
     def close(self) -> None: ...
 
 
@@ -66,7 +93,7 @@ def _subject_from_row(row: Any, template_count: int) -> Subject:
         subject_id=row.subject_id, display_name=row.display_name, status=row.status,
         owner=owner, aliases=list(row.aliases or []), model_pack=row.model_pack,
         template_count=template_count, guardian=bool(row.guardian),
-        created_at=_aware(row.created_at) or utcnow(),
+        created_at=aware(row.created_at),
     )
 
 
@@ -74,9 +101,10 @@ def _grant_from_row(row: Any) -> Grant:
     return Grant(
         grant_id=row.grant_id, subject_id=row.subject_id, app_id=row.app_id,
         user_id=row.user_id, operations=list(row.operations), content=list(row.content),
-        purpose=row.purpose, not_before=_aware(row.not_before),
-        expires_at=_aware(row.expires_at), max_uses=row.max_uses, uses=row.uses,
-        revoked_at=_aware(row.revoked_at), created_at=_aware(row.created_at) or utcnow(),
+        purpose=row.purpose, not_before=aware(row.not_before),
+        expires_at=aware(row.expires_at), max_uses=row.max_uses, uses=row.uses,
+        revoked_at=aware(row.revoked_at), created_at=aware(row.created_at),
+        consent=ConsentRecord.model_validate(row.consent) if row.consent else None,
     )
 
 
@@ -84,11 +112,7 @@ class SqlConsentStore:
     """SQLAlchemy Core over SQLite (WAL) or PostgreSQL."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        try:
-            db.create_schema(engine)
-        except SQLAlchemyError as exc:
-            raise StorageError("the consent database is unreachable") from exc
+        self.engine = engine  # the schema is made by gate.db.migrate.ensure_schema
 
     # -- plumbing ---------------------------------------------------------------------
     def _tx(self) -> Any:
@@ -152,27 +176,58 @@ class SqlConsentStore:
             rows = conn.execute(select(db.subjects).order_by(db.subjects.c.created_at)).all()
             return [_subject_from_row(r, int(counts.get(r.subject_id, 0))) for r in rows]
 
-    def set_status(self, subject_id: str, status: SubjectStatus) -> Subject:
+    def set_status(self, subject_id: str, status: SubjectStatus, *,
+                   at: datetime) -> tuple[Subject, list[str]]:
+        """Set the status. ``protected`` ("never generate me") also revokes every active
+        grant of the person in the same transaction; returns the subject and the ids of
+        the grants it revoked."""
+        g = db.grants.c
         with self._tx() as conn:
             n = conn.execute(update(db.subjects).where(db.subjects.c.subject_id == subject_id)
-                             .values(status=status, updated_at=utcnow())).rowcount
+                             .values(status=status, updated_at=at)).rowcount
             if not n:
                 raise NotFound("no such subject")
+            revoked: list[str] = []
+            if status == "protected":
+                revoked = [r[0] for r in conn.execute(select(g.grant_id).where(
+                    g.subject_id == subject_id, g.revoked_at.is_(None)))]
+                if revoked:
+                    conn.execute(update(db.grants).where(g.grant_id.in_(revoked))
+                                 .values(revoked_at=at))
             self._record(conn, "consent", subject_id)
         subject = self.get_subject(subject_id)
         assert subject is not None
-        return subject
+        return subject, revoked
 
-    def delete_subject(self, subject_id: str) -> bool:
+    def delete_subject(self, subject_id: str, *, subject_ref: str,
+                       hooks: Sequence[ErasureHook] = ()) -> bool:
         with self._tx() as conn:
+            grant_ids = tuple(r[0] for r in conn.execute(
+                select(db.grants.c.grant_id).where(db.grants.c.subject_id == subject_id)))
+            person = Person(subject_id, subject_ref, grant_ids)
+            for hook in hooks:
+                hook(conn, person)
             conn.execute(delete(db.grants).where(db.grants.c.subject_id == subject_id))
             conn.execute(delete(db.templates).where(db.templates.c.subject_id == subject_id))
             n = conn.execute(delete(db.subjects).where(db.subjects.c.subject_id == subject_id))
-            # Keep the feed rows (so SQLite never reuses their seq) but drop the id from them.
+            # Keep the feed rows (so SQLite never reuses their seq) but drop the id from
+            # them; the erasure itself is announced by a digest, never by the id.
             conn.execute(update(db.changes).where(db.changes.c.subject_id == subject_id)
                          .values(subject_id=None))
-            self._record(conn, "subject_delete", subject_id)
+            self._record(conn, "subject_delete", erasure_digest(subject_id))
             return bool(n.rowcount)
+
+    def export_rows(self, subject_id: str, *, subject_ref: str,
+                    hooks: Sequence[ExportHook]) -> dict[str, Any]:
+        """What every module keeps about the person (one read transaction)."""
+        out: dict[str, Any] = {}
+        with self._read() as conn:
+            grant_ids = tuple(r[0] for r in conn.execute(
+                select(db.grants.c.grant_id).where(db.grants.c.subject_id == subject_id)))
+            person = Person(subject_id, subject_ref, grant_ids)
+            for hook in hooks:
+                out.update(hook(conn, person))
+        return out
 
     def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]:
         with self._read() as conn:
@@ -211,8 +266,9 @@ class SqlConsentStore:
                                   .where(db.subjects.c.subject_id == grant.subject_id)).first()
             if exists is None:
                 raise NotFound("no such subject")
-            row = grant.model_dump(exclude={"uses", "token"})
-            conn.execute(insert(db.grants).values(**row, uses=0))
+            row = grant.model_dump(exclude={"uses", "token", "consent"})
+            consent = None if grant.consent is None else grant.consent.model_dump(mode="json")
+            conn.execute(insert(db.grants).values(**row, uses=0, consent=consent))
             self._record(conn, "consent", grant.subject_id)
 
     def get_grant(self, grant_id: str) -> Grant | None:
@@ -237,18 +293,21 @@ class SqlConsentStore:
                 out[row.subject_id].append(_grant_from_row(row))
         return out
 
-    def revoke_grant(self, grant_id: str, at: datetime) -> Grant:
+    def revoke_grant(self, grant_id: str, at: datetime) -> tuple[Grant, bool]:
+        """Revoke; returns the grant and whether this call revoked it (False: it was
+        revoked already)."""
         with self._tx() as conn:
             row = conn.execute(select(db.grants).where(db.grants.c.grant_id == grant_id)).first()
             if row is None:
                 raise NotFound("no such grant")
-            if row.revoked_at is None:
+            changed = row.revoked_at is None
+            if changed:
                 conn.execute(update(db.grants).where(db.grants.c.grant_id == grant_id)
                              .values(revoked_at=at))
                 self._record(conn, "consent", row.subject_id)
         grant = self.get_grant(grant_id)
         assert grant is not None
-        return grant
+        return grant, changed
 
     def consume_use(self, grant_id: str) -> bool:
         """Count one use; False when the grant is revoked or has no uses left (atomic)."""
@@ -281,9 +340,32 @@ class SqlConsentStore:
                 t.subject_id == subject_id, t.model_pack == model_pack).order_by(t.template_id))
             return [bytes(r[0]) for r in rows]
 
+    def template_count(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(db.templates))
+                       .scalar_one())
+
     def ping(self) -> None:
         with self._read() as conn:
             conn.execute(select(1))
+
+    def integrity_problem(self) -> str | None:
+        """None when the database is sound; else a short, safe description.
+
+        SQLite: ``PRAGMA quick_check`` (every page is read: corruption anywhere in the
+        file is found); PostgreSQL checks its own pages, so a query that works suffices.
+        """
+        try:
+            with self.engine.connect() as conn:
+                if conn.dialect.name != "sqlite":
+                    conn.execute(select(1))
+                    return None
+                rows = conn.exec_driver_sql("PRAGMA quick_check(1)").all()
+        except SQLAlchemyError as exc:
+            return f"the database cannot be read ({type(exc).__name__})"
+        if rows and rows[0][0] == "ok":
+            return None
+        return "the database file is corrupt (PRAGMA quick_check failed)"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -338,22 +420,36 @@ class MemoryConsentStore:
     def list_subjects(self) -> list[Subject]:
         return list(self._subjects.values())
 
-    def set_status(self, subject_id: str, status: SubjectStatus) -> Subject:
+    def set_status(self, subject_id: str, status: SubjectStatus, *,
+                   at: datetime) -> tuple[Subject, list[str]]:
         with self._lock:
             if subject_id not in self._subjects:
                 raise NotFound("no such subject")
             s = self._subjects[subject_id].model_copy(update={"status": status})
             self._subjects[subject_id] = s
+            revoked = []
+            if status == "protected":
+                for gid, g in list(self._grants.items()):
+                    if g.subject_id == subject_id and g.revoked_at is None:
+                        self._grants[gid] = g.model_copy(update={"revoked_at": at})
+                        revoked.append(gid)
             self._record("consent", subject_id)
-            return s
+            return s, revoked
 
-    def delete_subject(self, subject_id: str) -> bool:
+    def delete_subject(self, subject_id: str, *, subject_ref: str,
+                       hooks: Sequence[ErasureHook] = ()) -> bool:
+        """Hooks act on SQL tables, which this fake has none of: they are not run."""
         with self._lock:
             found = self._subjects.pop(subject_id, None) is not None
             self._templates = [t for t in self._templates if t[0] != subject_id]
             self._grants = {k: g for k, g in self._grants.items() if g.subject_id != subject_id}
-            self._record("subject_delete", subject_id)
+            self._changes = [(q, k, None if s == subject_id else s) for q, k, s in self._changes]
+            self._record("subject_delete", erasure_digest(subject_id))
             return found
+
+    def export_rows(self, subject_id: str, *, subject_ref: str,
+                    hooks: Sequence[ExportHook]) -> dict[str, Any]:
+        return {}
 
     def iter_templates(self, model_pack: str) -> Iterator[tuple[str, bytes]]:
         return iter([(s, c) for s, p, c in list(self._templates) if p == model_pack])
@@ -387,16 +483,17 @@ class MemoryConsentStore:
     def grants_for(self, subject_ids: Iterable[str]) -> dict[str, list[Grant]]:
         return {s: self.list_grants(s) for s in set(subject_ids)}
 
-    def revoke_grant(self, grant_id: str, at: datetime) -> Grant:
+    def revoke_grant(self, grant_id: str, at: datetime) -> tuple[Grant, bool]:
         with self._lock:
             grant = self._grants.get(grant_id)
             if grant is None:
                 raise NotFound("no such grant")
-            if grant.revoked_at is None:
+            changed = grant.revoked_at is None
+            if changed:
                 grant = grant.model_copy(update={"revoked_at": at})
                 self._grants[grant_id] = grant
                 self._record("consent", grant.subject_id)
-            return grant
+            return grant, changed
 
     def consume_use(self, grant_id: str) -> bool:
         with self._lock:
@@ -417,7 +514,13 @@ class MemoryConsentStore:
     def subject_templates(self, subject_id: str, model_pack: str) -> list[bytes]:
         return [c for s, p, c in self._templates if s == subject_id and p == model_pack]
 
+    def template_count(self) -> int:
+        return len(self._templates)
+
     def ping(self) -> None:
+        return None
+
+    def integrity_problem(self) -> str | None:
         return None
 
     def close(self) -> None:

@@ -154,6 +154,22 @@ consent_grant_uses = Table(
     Index("ix_consent_grant_uses_grant", "grant_id"),
 )
 
+#: An app's invitation to one of its users to enrol their own face (liveness-checked), so
+#: the app can recognise that user's face as ``self`` without an operator key.
+self_enrolments = Table(
+    "self_enrolments",
+    metadata,
+    Column("enrolment_id", String(64), primary_key=True),
+    Column("app_id", String(128), nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | enrolled | expired
+    Column("subject_id", String(64)),
+    Column("created_at", _TS, nullable=False),
+    Column("expires_at", _TS, nullable=False),
+    Column("resolved_at", _TS),
+    Index("ix_self_enrolments_app", "app_id", "user_id"),
+)
+
 #: Small key/value state of the consent lifecycle (audit cursor, ...).
 consent_meta = Table(
     "consent_meta",
@@ -164,4 +180,4 @@ consent_meta = Table(
 
 TABLES = (consent_tokens, consent_revocations, consent_requests, consent_links,
           consent_sessions, consent_challenges, consent_webhooks, consent_activity,
-          consent_grant_uses, consent_meta)
+          consent_grant_uses, self_enrolments, consent_meta)

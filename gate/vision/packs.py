@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from gate.durable import atomic_write
 from gate.errors import ModelUnavailable
 
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
@@ -223,7 +222,4 @@ def fold_constants(source: Path, target: Path, *, dynamic_batch: bool) -> None:
         del graph.value_info[:]
     onnx.checker.check_model(model)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    os.close(fd)
-    onnx.save(model, tmp)
-    os.replace(tmp, target)
+    atomic_write(target, model.SerializeToString())

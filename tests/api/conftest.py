@@ -48,7 +48,7 @@ class Keys:
 
 @pytest.fixture
 def keys(fake_gate: Any) -> Iterator[Keys]:
-    store = KeyStore(make_engine(fake_gate.settings.resolved_database_url()))
+    store = KeyStore(make_engine(fake_gate.settings.resolved_database_url()))  # migrated
     revoked = store.create("studio", ["check"])
     store.revoke(revoked.key.key_id)
     yield Keys(
@@ -62,8 +62,12 @@ def keys(fake_gate: Any) -> Iterator[Keys]:
 
 
 def make_client(gate: Any, **api: Any) -> TestClient:
+    """The sidecar over ``gate``; portal cookies work over the test client's plain HTTP."""
+    from gate.consent.config import ConsentConfig
+
     settings = ApiSettings(**{"rate_limit_per_s": 0, **api})
-    return TestClient(create_app(gate=gate, api_settings=settings),
+    consent = ConsentConfig(secure_cookies=False, public_url="http://testserver")
+    return TestClient(create_app(gate=gate, api_settings=settings, consent_config=consent),
                       raise_server_exceptions=False)
 
 

@@ -20,7 +20,8 @@ PORTAL_PREFIX = "/portal"
 #: The scope each protected operation needs.
 SCOPE = {"/v1/check": "check", "/v1/check-output": "check",
          "/v1/consent-requests": "check", "/v1/consent-requests/{request_id}": "check",
-         "/v1/revocations": "check", "/v1/grants/{grant_id}/token": "check"}
+         "/v1/revocations": "check", "/v1/grants/{grant_id}/token": "check",
+         "/v1/self-enrolments": "check", "/v1/self-enrolments/{enrolment_id}": "check"}
 
 
 def operations(schema: dict[str, Any]) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -154,21 +155,36 @@ def test_internal_fault_is_a_deny(client: Any, keys: Keys, fake_gate: Any,
     assert r.json()["reasons"][0]["rule_id"] == "core.fail_closed"
 
 
-def test_timeout_is_503_never_allow(fake_gate: Any, keys: Keys,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    real_check = fake_gate.check
+def test_timeout_is_a_deny_recorded_once(tmp_path: Any) -> None:
+    """The engine owns the deadline: a check that overruns it is denied
+    (``core.fail_closed``, timeout), and the audit log holds that one outcome for the
+    request id, never the late decision too."""
+    from gate.api.keys import KeyStore
+    from gate.engine import FaceGate
+    from gate.vision.detect import FakeDetector, whole_image_face
 
-    def slow(request: Any) -> Any:
+    def slow(image: Any) -> Any:
         time.sleep(0.5)
-        return real_check(request)
+        return whole_image_face(image)
 
-    monkeypatch.setattr(fake_gate, "check", slow)
-    with make_client(fake_gate, check_timeout_s=0.05) as c:
-        r = c.post("/v1/check", headers=bearer(keys.studio), json=swap())
-        assert r.status_code == 503
-        assert r.json()["error"]["code"] == "check_timeout"
-        assert "gate_check_timeouts_total 1.0" in c.get("/metrics").text
-    time.sleep(0.6)  # let the abandoned decision finish before the gate closes
+    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake", check_timeout_s=0.1)
+    try:
+        gate.parts = dataclasses.replace(gate.parts, detector=FakeDetector(slow))
+        key = KeyStore(gate.parts.store.engine).create("studio", ["check"]).token  # type: ignore[attr-defined]
+        with make_client(gate) as c:
+            r = c.post("/v1/check", headers=bearer(key) | {"X-Request-ID": "req-slow"},
+                       json=swap())
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["verdict"] == "deny" and body["reasons"][0]["rule_id"] == \
+                "core.fail_closed" and "timeout" in body["reasons"][0]["message"]
+            assert "gate_check_timeouts_total 1.0" in c.get("/metrics").text
+            time.sleep(0.8)  # the abandoned decision finishes: it must record nothing
+        outcomes = [e["event"] for e in gate.audit_events(0, 1000)
+                    if e["event"].get("request_id") == "req-slow"]
+        assert [o["verdict"] for o in outcomes] == ["deny"]
+    finally:
+        gate.close()
 
 
 def test_check_output_json_and_multipart(client: Any, keys: Keys) -> None:

@@ -18,7 +18,11 @@ from gate.errors import InvalidRequest, NotFound
 
 @pytest.fixture
 def store(tmp_path: Path) -> KeyStore:
-    return KeyStore(db.make_engine(f"sqlite:///{tmp_path / 'k.db'}"))
+    from gate.db.migrate import ensure_schema
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    ensure_schema(engine)
+    return KeyStore(engine)
 
 
 def test_secret_is_stored_only_as_its_sha256(store: KeyStore) -> None:

@@ -1,5 +1,7 @@
-"""Alembic: the migrated schema equals ``metadata.create_all``'s; ``gate db upgrade``
-adopts a database the engine created before migrations existed."""
+"""Alembic is the only way tables are made: the migrated schema equals the declared
+metadata; a gate opening an empty SQLite database migrates it; a PostgreSQL database
+behind the code is refused with the command to run (unless auto-migrating); ``gate db
+upgrade`` adopts a database the engine created before migrations existed."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from typer.testing import CliRunner
 
 from gate import db
 from gate.api.cli import standalone
-from gate.api.migrate import current_revision, schema_differences, upgrade
+from gate.db.migrate import (
+    current_revision,
+    ensure_schema,
+    head_revision,
+    schema_differences,
+    upgrade,
+)
+from gate.errors import StorageError
 
 
 def describe(url: str) -> dict[str, object]:
@@ -34,14 +43,19 @@ def describe(url: str) -> dict[str, object]:
         engine.dispose()
 
 
+HEAD = "0003"
+
+
 def create_all(url: str) -> None:
+    """The reference: the declared tables, made without migrations (tests only)."""
     engine = db.make_engine(url)
-    db.create_schema(engine)
+    db.metadata.create_all(engine)
     engine.dispose()
 
 
 def check_equal(migrated: str, reference: str) -> None:
-    assert upgrade(migrated) == "0002"
+    assert head_revision() == HEAD
+    assert upgrade(migrated) == HEAD
     create_all(reference)
     assert schema_differences(migrated) == []
     assert describe(migrated) == describe(reference)
@@ -58,17 +72,55 @@ def test_postgres_migration_equals_create_all(pg_url_factory: object) -> None:
     check_equal(make(), make())  # type: ignore[operator]
 
 
-def test_upgrade_is_idempotent_and_adopts_create_all(tmp_path: Path) -> None:
+def test_upgrade_is_idempotent_and_adopts_an_unversioned_database(tmp_path: Path) -> None:
+    """A database the engine made with create_all before migrations existed (the 0002
+    tables, no alembic_version) is stamped and upgraded."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    create_all(url)
+    assert upgrade(url, "0002") == "0002"
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+    engine.dispose()
     assert current_revision(url) is None
-    assert upgrade(url) == "0002"
-    assert upgrade(url) == "0002"
+    assert upgrade(url) == HEAD
+    assert upgrade(url) == HEAD
+    assert schema_differences(url) == []
+
+
+def test_a_database_unlike_every_revision_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'odd.db'}"
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE subjects (subject_id TEXT PRIMARY KEY)")
+    engine.dispose()
+    with pytest.raises(StorageError, match="by hand"):
+        upgrade(url)
+
+
+def test_opening_a_gate_migrates_its_sqlite_database(tmp_path: Path) -> None:
+    from gate.engine import FaceGate
+
+    FaceGate.open(tmp_path / "d", detector="fake", embedder="fake").close()
+    url = f"sqlite:///{(tmp_path / 'd' / 'gate.db').resolve()}"
+    assert current_revision(url) == HEAD
+    assert schema_differences(url) == []
+
+
+@pytest.mark.postgres
+def test_postgres_behind_the_code_is_refused_unless_auto_migrating(pg_url: str) -> None:
+    engine = db.make_engine(pg_url)
+    try:
+        with pytest.raises(StorageError, match="gate db upgrade"):
+            ensure_schema(engine, auto_migrate=False)
+        assert ensure_schema(engine, auto_migrate=True) == HEAD
+        assert ensure_schema(engine, auto_migrate=False) == HEAD
+    finally:
+        engine.dispose()
 
 
 def test_db_upgrade_command(tmp_path: Path) -> None:
     r = CliRunner().invoke(standalone(), ["db", "upgrade", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
-    assert "revision 0002" in r.stdout
+    assert f"revision {HEAD}" in r.stdout
     r = CliRunner().invoke(standalone(), ["db", "current", "--data-dir", str(tmp_path / "d")])
-    assert r.stdout.strip() == "0002"
+    assert r.stdout.strip() == HEAD

@@ -16,8 +16,9 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 import gate.consent.tables  # noqa: F401  (registers the consent tables on gate.db.metadata)
-from gate.consent.service import ConsentConfig, ConsentService
-from gate.engine import FaceGate, Parts
+from gate.consent.config import ConsentConfig
+from gate.consent.service import ConsentService
+from gate.engine import FaceGate
 from gate.vision.align import ARCFACE_TEMPLATE
 from gate.vision.detect import Detection, FakeDetector
 from gate.vision.embed import l2_normalise
@@ -101,28 +102,12 @@ class ColourEmbedder:
 
 
 def make_pose_gate(data_dir: Path, **overrides: Any) -> FaceGate:
-    from gate.audit.chain import SqlAuditSink
-    from gate.consent.store import SqlConsentStore
-    from gate.db import make_engine
-    from gate.identity.index import ExactIndex
-    from gate.identity.templates import TemplateCipher, load_keyring, load_or_create_key
-    from gate.policy.evaluate import RulePolicyEngine
-    from gate.policy.load import load_policy
+    from gate.factory import build_gate
     from gate.settings import Settings
-    from gate.vision.age import FakeAgeEstimator
 
     settings = Settings(data_dir=data_dir, detector="fake", embedder="fake",
                         match_threshold=0.9, **overrides)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url())
-    parts = Parts(
-        detector=FakeDetector(_pose_script), embedder=ColourEmbedder(),  # type: ignore[arg-type]
-        age=FakeAgeEstimator(35.0),
-        index=ExactIndex(ColourEmbedder.dim), store=SqlConsentStore(engine),
-        policy=RulePolicyEngine(load_policy(settings.policy_file)), audit=SqlAuditSink(engine),
-        cipher=TemplateCipher(load_keyring(settings.resolved_key_file())),
-        audit_key=load_or_create_key(settings.resolved_key_file().with_name("audit.key")))
-    return FaceGate(parts, settings)
+    return build_gate(settings, detector=FakeDetector(_pose_script), embedder=ColourEmbedder())
 
 
 @pytest.fixture
@@ -159,21 +144,19 @@ def tiny_app(gate: FaceGate, service: ConsentService) -> Any:
     from gate.api.keys import KeyStore
     from gate.api.limits import RateLimiter
     from gate.api.metrics import Metrics
-    from gate.api.services import Runner, Services
+    from gate.api.routes import consent, portal
+    from gate.api.services import Services
     from gate.api.settings import ApiSettings
-    from gate.consent.http import router
-    from gate.db import make_engine
 
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(consent.router)
+    app.include_router(portal.router)
     metrics = Metrics()
     api = ApiSettings(rate_limit_per_s=0)
-    app.state.gate = gate
-    app.state.consent = service
     app.state.services = Services(
-        gate=gate, keys=KeyStore(make_engine(gate.settings.resolved_database_url())),
-        runner=Runner(4, 30.0, metrics), limiter=RateLimiter(0, 1), metrics=metrics, api=api)
+        gate=gate, consent=service, keys=KeyStore(service.engine),
+        limiter=RateLimiter(0, 1), metrics=metrics, api=api)
     return app
 
 

@@ -8,7 +8,8 @@ import sys
 import uvicorn
 
 import gate.consent.tables  # noqa: F401
-from gate.consent.service import ConsentConfig, ConsentService
+from gate.consent.config import ConsentConfig
+from gate.consent.service import ConsentService
 from gate.engine import FaceGate
 from tests.consent.conftest import tiny_app
 

@@ -42,12 +42,12 @@ def test_app_routes_need_a_check_key(api: Api) -> None:
 def test_revocation_feed_and_tokens_over_http(api: Api, svc: ConsentService,
                                               fake_gate: FaceGate) -> None:
     sid = fake_gate.enroll([ALICE], "Alice", status="consenting").subject_id
-    grant = svc.grant(sid, app_id="studio", operations=["face_swap"])
+    grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"])
     r = api.client.get(f"/v1/grants/{grant.grant_id}/token", headers=api.bearer(api.studio))
     assert r.status_code == 200 and r.json()["token"].count(".") == 2
     r = api.client.get(f"/v1/grants/{grant.grant_id}/token", headers=api.bearer(api.other))
     assert r.status_code == 404  # another app's grant does not exist for this key
-    svc.revoke(grant.grant_id)
+    svc.lifecycle.revoke(grant.grant_id)
     r = api.client.get("/v1/revocations", params={"since_epoch": 0},
                        headers=api.bearer(api.studio))
     assert r.status_code == 200
@@ -118,7 +118,7 @@ def test_invalid_request_body(api: Api) -> None:
 
 
 def _sign_in(api: Api, svc: ConsentService, subject_id: str) -> str:
-    token = link_token(svc.portal_link(subject_id))
+    token = link_token(svc.portal.link(subject_id))
     r = api.client.post("/portal/api/session", json={"token": token}, headers=portal_headers())
     assert r.status_code == 200, r.text
     assert "gate_portal=" in r.headers["set-cookie"]
@@ -130,7 +130,7 @@ def test_portal_revoke_protect_export_erase(api: Api, svc: ConsentService,
                                            fake_gate: FaceGate) -> None:
     client = api.client
     sid = fake_gate.enroll([ALICE], "Alice", status="consenting").subject_id
-    grant = svc.grant(sid, app_id="studio", operations=["face_swap"], max_uses=10)
+    grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"], max_uses=10)
     assert fake_gate.check(swap(ALICE)).verdict == "allow"
     assert client.get("/portal/api/me").status_code == 401
     r = client.post(f"/v1/subjects/{sid}/portal-link", headers=api.bearer(api.admin))
@@ -149,7 +149,7 @@ def test_portal_revoke_protect_export_erase(api: Api, svc: ConsentService,
     assert r.status_code == 200 and r.json()["revoked_at"]
     assert fake_gate.check(swap(ALICE)).verdict == "needs_consent"
     other = fake_gate.enroll([noise_png(32)], "Bob", status="consenting").subject_id
-    bobs = svc.grant(other, app_id="studio", operations=["face_swap"])
+    bobs = svc.lifecycle.grant(other, app_id="studio", operations=["face_swap"])
     r = client.post(f"/portal/api/grants/{bobs.grant_id}/revoke", headers=portal_headers(csrf))
     assert r.status_code == 404  # not theirs
 
@@ -173,7 +173,7 @@ def test_portal_revoke_protect_export_erase(api: Api, svc: ConsentService,
 
 def test_portal_link_is_single_use(api: Api, svc: ConsentService, fake_gate: FaceGate) -> None:
     sid = fake_gate.enroll([ALICE], "Alice").subject_id
-    token = link_token(svc.portal_link(sid))
+    token = link_token(svc.portal.link(sid))
     ok = api.client.post("/portal/api/session", json={"token": token}, headers=portal_headers())
     assert ok.status_code == 200
     again = api.client.post("/portal/api/session", json={"token": token},
@@ -212,22 +212,18 @@ def test_self_enrolment_over_http(pose_api: Api, pose_gate: FaceGate) -> None:
     assert me["subject"]["display_name"] == "Fourteen" and me["subject"]["status"] == "protected"
 
 
-def test_router_mounts_in_the_sidecar(fake_gate: FaceGate) -> None:
-    """What the lead does: include the router in ``create_app``; the service is built
-    lazily around the sidecar's gate."""
+def test_consent_routes_live_in_the_sidecar(fake_gate: FaceGate) -> None:
+    """The consent routes are the sidecar's own (one web layer); its lifespan builds the
+    consent parts around the gate and closes them."""
     from gate.api.keys import KeyStore
-    from gate.consent.http import router
-    from gate.db import make_engine
     from tests.api.conftest import make_client
 
     client = make_client(fake_gate)
-    client.app.include_router(router)  # type: ignore[attr-defined]
-    keys = KeyStore(make_engine(fake_gate.settings.resolved_database_url()))
+    keys = KeyStore(fake_gate.parts.store.engine)  # type: ignore[attr-defined]
     token = keys.create("studio", ["check"]).token
     with client:
         assert client.get("/.well-known/jwks.json").json()["keys"]
         r = client.get("/v1/revocations", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and r.json()["revoked"] == []
         assert client.get("/v1/revocations").status_code == 401
-    keys.close()
-    assert getattr(client.app.state, "consent", None) is None  # closed by the lifespan
+    assert client.app.state.services is None  # type: ignore[attr-defined]

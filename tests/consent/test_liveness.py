@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from gate.consent.liveness import (
-    FaceSample,
     FrameFace,
     LivenessConfig,
     analyse_burst,
@@ -22,6 +21,7 @@ from gate.consent.liveness import (
     yaw_ratio,
 )
 from gate.engine import FaceGate
+from gate.pipeline import AnalysedFace
 from gate.vision.align import ARCFACE_TEMPLATE
 from tests.conftest import noise_png
 from tests.consent.conftest import LEFT_RIGHT, RIGHT_LEFT, burst, pose_picture
@@ -42,8 +42,9 @@ def landmarks(yaw: float, roll_deg: float = 0.0, scale: float = 2.0) -> np.ndarr
 def frame(yaw: float, person: int = 1, n: int = 0, *, faces: int = 1,
           digest: str | None = None, thumb_level: float | None = None) -> FrameFace:
     vector = np.eye(16)[person]  # people are orthogonal
-    sample = FaceSample(bbox_px=(0, 0, 100, 100), landmarks=landmarks(yaw), vector=vector,
-                        size_px=100)
+    sample = AnalysedFace(frame_index=0, bbox_px=(0, 0, 100, 100),
+                          landmarks_px=tuple((float(x), float(y)) for x, y in landmarks(yaw)),
+                          det_score=0.9, size_px=100, quality=1.0, vector=vector)
     level = float(n * 10) if thumb_level is None else thumb_level
     return FrameFace(faces=faces, sample=sample if faces == 1 else None,
                      digest=digest or f"d{n}-{yaw}-{person}",
@@ -137,21 +138,21 @@ def test_no_frontal_frame_fails() -> None:
 
 # -- through the gate's own detector and embedder (scripted poses) ----------------------
 def test_pose_gate_burst_passes_and_fails(pose_gate: FaceGate) -> None:
-    ok = check_liveness(pose_gate, burst(3, LEFT_RIGHT), ("front", "left", "right"))
+    ok = check_liveness(pose_gate.faces, burst(3, LEFT_RIGHT), ("front", "left", "right"))
     assert ok.passed, ok.reasons
-    still = check_liveness(pose_gate, [pose_picture(3, 0.0)] * 4, ("front", "left", "right"))
+    still = check_liveness(pose_gate.faces, [pose_picture(3, 0.0)] * 4, ("front", "left", "right"))
     assert still.reasons == ("a frame was repeated (replay)",)
     mixed = burst(3, LEFT_RIGHT)
     mixed[5] = pose_picture(4, -0.3, frame=9)
-    assert check_liveness(pose_gate, mixed, ("front", "left", "right")).reasons == (
+    assert check_liveness(pose_gate.faces, mixed, ("front", "left", "right")).reasons == (
         "the frames do not all show the same person",)
 
 
 def test_single_still_photo_fails_on_fake_gate(fake_gate: FaceGate) -> None:
     photo = noise_png(5)
-    result = check_liveness(fake_gate, [photo, photo, photo], ("front", "left", "right"))
+    result = check_liveness(fake_gate.faces, [photo, photo, photo], ("front", "left", "right"))
     assert not result.passed and result.reasons == ("a frame was repeated (replay)",)
-    analysed = analyse_burst(fake_gate, [noise_png(5), noise_png(6), noise_png(7)])
+    analysed = analyse_burst(fake_gate.faces, [noise_png(5), noise_png(6), noise_png(7)])
     assert all(f.faces == 1 for f in analysed)
 
 
@@ -185,7 +186,7 @@ def obama(faces_dir: Path) -> dict[str, bytes]:
 @pytest.mark.real
 def test_real_still_photo_replayed_fails(real_gate: FaceGate, obama: dict[str, bytes]) -> None:
     photo = obama["obama.jpg"]
-    result = check_liveness(real_gate, [photo] * 4, ("front", "left", "right"))
+    result = check_liveness(real_gate.faces, [photo] * 4, ("front", "left", "right"))
     assert result.reasons == ("a frame was repeated (replay)",)
 
 
@@ -194,23 +195,21 @@ def test_real_still_photo_reencoded_or_moved_fails(real_gate: FaceGate,
                                                    obama: dict[str, bytes]) -> None:
     photo = obama["obama.jpg"]
     reencoded = [_jpeg(photo, q) for q in (95, 90, 85, 80)]
-    result = check_liveness(real_gate, reencoded, ("front", "left", "right"))
+    result = check_liveness(real_gate.faces, reencoded, ("front", "left", "right"))
     assert not result.passed
     assert "the head did not turn as asked" in result.reasons
     assert "the frames are (nearly) the same picture: a still image" in result.reasons
     moved = [_jpeg(photo, 92, shift=s) for s in (0, 6, 12, 18)]  # a printout moved about
-    result = check_liveness(real_gate, moved, ("front", "right", "left"))
+    result = check_liveness(real_gate.faces, moved, ("front", "right", "left"))
     assert not result.passed and "the head did not turn as asked" in result.reasons
 
 
 @pytest.mark.real
 def test_real_yaw_sign_and_mirror(real_gate: FaceGate, obama: dict[str, bytes]) -> None:
-    from gate.consent.liveness import analyse_picture
-
     def yaw(data: bytes) -> float:
-        faces, _, _ = analyse_picture(real_gate, data)
+        faces = real_gate.faces.analyse_still(data).faces
         assert len(faces) == 1
-        return yaw_ratio(faces[0].landmarks)
+        return yaw_ratio(np.asarray(faces[0].landmarks_px))
 
     # obama1.jpg: he turns to his own left (nose towards the image's right)
     turned = yaw(obama["obama1.jpg"])
@@ -227,7 +226,7 @@ def test_real_photos_in_the_asked_poses_pass_documented_limit(
     """Three different photos of one person, in the poses asked, pass: liveness is a
     speed bump against a single stolen photo, not against a set of them or a video."""
     shots = [obama["obama.jpg"], obama["obama1.jpg"], obama["obama2.jpg"]]
-    result = check_liveness(real_gate, shots, ("front", "left", "right"))
+    result = check_liveness(real_gate.faces, shots, ("front", "left", "right"))
     assert result.passed, result.reasons
-    wrong_order = check_liveness(real_gate, shots, ("front", "right", "left"))
+    wrong_order = check_liveness(real_gate.faces, shots, ("front", "right", "left"))
     assert "the head did not turn as asked" in wrong_order.reasons

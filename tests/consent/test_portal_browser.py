@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gate.consent.service import ConsentConfig, ConsentService
+from gate.consent.config import ConsentConfig
+from gate.consent.service import ConsentService
 from gate.engine import FaceGate
 from gate.types import GateRequest, ImageInput, Requester
 from tests.conftest import REPO, noise_png
@@ -80,13 +81,13 @@ def test_portal_revoke_in_chromium(browser_context: object, sidecar: tuple[str, 
     svc = ConsentService(gate, ConsentConfig(secure_cookies=False, public_url=url))
     try:
         sid = gate.enroll([ALICE], "Alice Example", status="consenting").subject_id
-        grant = svc.grant(sid, app_id="studio", operations=["face_swap", "edit"],
+        grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap", "edit"],
                           purpose="poster", max_uses=5)
-        svc.grant(sid, app_id="sketchbook", operations=["img2img"], user_id="u9")
+        svc.lifecycle.grant(sid, app_id="sketchbook", operations=["img2img"], user_id="u9")
         assert gate.check(swap().model_copy(update={"purpose": "poster"})).verdict == "allow"
 
         page = browser_context.new_page()  # type: ignore[attr-defined]
-        page.goto(svc.portal_link(sid))
+        page.goto(svc.portal.link(sid))
         row = page.locator(f"tr[data-grant-row='{grant.grant_id}']")
         row.wait_for()
         assert "#t=" not in page.url  # the one-time token left the address bar
@@ -117,7 +118,7 @@ def test_portal_revoke_in_chromium(browser_context: object, sidecar: tuple[str, 
         reopened.locator(f"tr[data-grant-row='{grant.grant_id}']").wait_for()
         # a used link does not sign in again
         fresh = browser_context.new_page()  # type: ignore[attr-defined]
-        link = svc.portal_link(sid)
+        link = svc.portal.link(sid)
         fresh.goto(link)
         fresh.locator("#signed-in:not([hidden])").wait_for()
         stale = browser_context.new_page()  # type: ignore[attr-defined]

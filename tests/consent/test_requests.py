@@ -16,23 +16,19 @@ import pytest
 from sqlalchemy import select
 
 from gate.consent import tables as t
+from gate.consent.config import ConsentConfig
+from gate.consent.links import LinkInvalid, LivenessFailed, SessionInvalid
+from gate.consent.offline import verify_grant_token
+from gate.consent.proof import IdentityMismatch
 from gate.consent.requests import (
     SIGNATURE_HEADER,
+    RequestClosed,
     WebhookSignatureInvalid,
     describe_scope,
     sign_webhook,
     verify_webhook,
 )
-from gate.consent.service import (
-    ConsentConfig,
-    ConsentService,
-    IdentityMismatch,
-    LinkInvalid,
-    LivenessFailed,
-    RequestClosed,
-    SessionInvalid,
-)
-from gate.consent.tokens import verify_grant_token
+from gate.consent.service import ConsentService
 from gate.engine import FaceGate
 from gate.errors import ConsentError, InvalidRequest
 from gate.types import Decision, GateRequest, ImageInput, Requester
@@ -50,7 +46,7 @@ def swap(image: bytes, purpose: str | None = "poster") -> GateRequest:
 def ask(svc: ConsentService, decision: Decision, image: bytes, **kw: Any) -> tuple[Any, str]:
     need = decision.consent_needed[0]
     face = next(f for f in decision.faces if f.face_ref == need.face_ref)
-    return svc.create_request(
+    return svc.requests.create(
         need.app_id, image=image, bbox=face.bbox, operation=need.operation,
         content=need.content, user_id=need.user_id, purpose="poster",
         decision_request_id=decision.request_id, face_ref=need.face_ref, **kw)
@@ -73,28 +69,28 @@ def test_unknown_face_request_grant_then_allowed(pose_gate: FaceGate,
     blob = template_of(pose_svc, request.request_id)
     assert blob is not None and blob[:16] == pose_gate.parts.cipher.key_id.encode()
 
-    new = pose_svc.open_request_link(link_token(link))
+    new = pose_svc.requests.open_link(link_token(link))
     with pytest.raises(LinkInvalid):  # single use
-        pose_svc.open_request_link(link_token(link))
-    view = pose_svc.request_view(new.session)
+        pose_svc.requests.open_link(link_token(link))
+    view = pose_svc.requests.view(new.session)
     assert view["needs_name"] and not view["verified"]
     assert view["scope"][0] == ("The app “studio” asks to use your face for putting your "
                                 "face onto someone else's body or into other pictures.")
     with pytest.raises(SessionInvalid):  # no answer before the proof
-        pose_svc.decide(new.session, True)
+        pose_svc.requests.decide(new.session, True)
 
-    challenge = pose_svc.start_challenge(new.session)
+    challenge = pose_svc.links.start_challenge(new.session)
     frames = answer(challenge["poses"], STRANGER)
-    assert pose_svc.prove_for_request(new.session, challenge["challenge_id"], frames,
+    assert pose_svc.requests.prove(new.session, challenge["challenge_id"], frames,
                                       display_name="Stranger Seven")
     with pytest.raises(LivenessFailed):  # a challenge is answered once
-        pose_svc.prove_for_request(new.session, challenge["challenge_id"], frames)
-    session = pose_svc.session(new.token, "request")
+        pose_svc.requests.prove(new.session, challenge["challenge_id"], frames)
+    session = pose_svc.links.session(new.token, "request")
     assert session.verified_subject_id is not None
     subject = pose_gate.get_subject(session.verified_subject_id)
     assert subject.status == "consenting" and subject.template_count >= 1
 
-    resolved = pose_svc.decide(session, True)
+    resolved = pose_svc.requests.decide(session, True)
     assert resolved.state == "granted" and resolved.grant_id
     assert template_of(pose_svc, request.request_id) is None  # deleted on resolution
     grant = pose_gate.parts.store.get_grant(resolved.grant_id)
@@ -107,36 +103,36 @@ def test_unknown_face_request_grant_then_allowed(pose_gate: FaceGate,
     allowed = pose_gate.check(swap(image))
     assert allowed.verdict == "allow" and allowed.faces[0].grant_id == grant.grant_id
     assert pose_gate.check(swap(image, purpose="other")).verdict == "needs_consent"
-    polled = pose_svc.get_request("studio", request.request_id)
+    polled = pose_svc.requests.get("studio", request.request_id)
     claims = verify_grant_token(polled.grant_token or "", jwks=pose_svc.jwks(), app_id="studio")
     assert claims.gid == grant.grant_id and claims.max_uses == 3
     with pytest.raises(SessionInvalid):  # the session ended with the answer
-        pose_svc.session(new.token, "request")
+        pose_svc.links.session(new.token, "request")
 
 
 def test_other_person_cannot_answer(pose_gate: FaceGate, pose_svc: ConsentService) -> None:
     image = pose_picture(STRANGER, 0.0)
     _, link = ask(pose_svc, pose_gate.check(swap(image)), image)
-    new = pose_svc.open_request_link(link_token(link))
-    challenge = pose_svc.start_challenge(new.session)
+    new = pose_svc.requests.open_link(link_token(link))
+    challenge = pose_svc.links.start_challenge(new.session)
     with pytest.raises(IdentityMismatch):
-        pose_svc.prove_for_request(new.session, challenge["challenge_id"],
+        pose_svc.requests.prove(new.session, challenge["challenge_id"],
                                    answer(challenge["poses"], 9), display_name="Impostor")
     assert pose_gate.list_subjects() == []  # nobody enrolled
-    challenge = pose_svc.start_challenge(new.session)
+    challenge = pose_svc.links.start_challenge(new.session)
     with pytest.raises(LivenessFailed):  # the right face, the wrong turns
-        pose_svc.prove_for_request(new.session, challenge["challenge_id"],
+        pose_svc.requests.prove(new.session, challenge["challenge_id"],
                                    answer(["front", "front", "front"], STRANGER))
 
 
 def test_refusal_deletes_the_template(pose_gate: FaceGate, pose_svc: ConsentService) -> None:
     image = pose_picture(STRANGER, 0.0)
     request, link = ask(pose_svc, pose_gate.check(swap(image)), image)
-    new = pose_svc.open_request_link(link_token(link))
-    challenge = pose_svc.start_challenge(new.session)
-    pose_svc.prove_for_request(new.session, challenge["challenge_id"],
+    new = pose_svc.requests.open_link(link_token(link))
+    challenge = pose_svc.links.start_challenge(new.session)
+    pose_svc.requests.prove(new.session, challenge["challenge_id"],
                                answer(challenge["poses"], STRANGER), display_name="S")
-    resolved = pose_svc.decide(pose_svc.session(new.token, "request"), False)
+    resolved = pose_svc.requests.decide(pose_svc.links.session(new.token, "request"), False)
     assert resolved.state == "refused" and resolved.grant_id is None
     assert template_of(pose_svc, request.request_id) is None
     assert pose_gate.list_grants() == []
@@ -153,12 +149,13 @@ def test_enrolled_subject_request_matches_their_templates(pose_gate: FaceGate,
     request, link = ask(pose_svc, decision, image)
     assert request.subject_id == subject.subject_id
     assert template_of(pose_svc, request.request_id) is None  # nothing biometric stored
-    new = pose_svc.open_request_link(link_token(link))
-    assert not pose_svc.request_view(new.session)["needs_name"]
-    challenge = pose_svc.start_challenge(new.session)
-    pose_svc.prove_for_request(new.session, challenge["challenge_id"],
+    new = pose_svc.requests.open_link(link_token(link))
+    assert not pose_svc.requests.view(new.session)["needs_name"]
+    challenge = pose_svc.links.start_challenge(new.session)
+    pose_svc.requests.prove(new.session, challenge["challenge_id"],
                                answer(challenge["poses"], 5))
-    assert pose_svc.decide(pose_svc.session(new.token, "request"), True).state == "granted"
+    session = pose_svc.links.session(new.token, "request")
+    assert pose_svc.requests.decide(session, True).state == "granted"
     assert pose_gate.check(swap(image)).verdict == "allow"
     assert len(pose_gate.list_subjects()) == 1
 
@@ -167,26 +164,26 @@ def test_protected_person_is_not_asked(pose_gate: FaceGate, pose_svc: ConsentSer
     image = pose_picture(6, 0.0)
     pose_gate.enroll([image], "Six", status="protected")
     with pytest.raises(ConsentError, match="does not accept"):
-        pose_svc.create_request("studio", image=image, operation="face_swap")
+        pose_svc.requests.create("studio", image=image, operation="face_swap")
 
 
 def test_bad_requests(pose_svc: ConsentService) -> None:
     image = pose_picture(STRANGER, 0.0)
     with pytest.raises(InvalidRequest, match="operation"):
-        pose_svc.create_request("studio", image=image, operation="teleport")
+        pose_svc.requests.create("studio", image=image, operation="teleport")
     with pytest.raises(InvalidRequest, match="content"):
-        pose_svc.create_request("studio", image=image, operation="edit", content=["spicy"])
+        pose_svc.requests.create("studio", image=image, operation="edit", content=["spicy"])
     with pytest.raises(InvalidRequest, match="bbox"):
-        pose_svc.create_request("studio", image=image, operation="edit", bbox=[500, 500, 600, 600])
+        pose_svc.requests.create("studio", image=image, operation="edit", bbox=[500, 500, 600, 600])
     with pytest.raises(ConsentError, match="no such consent request"):
-        pose_svc.get_request("other", "creq_nope")
+        pose_svc.requests.get("other", "creq_nope")
 
 
 def test_other_app_cannot_poll(pose_gate: FaceGate, pose_svc: ConsentService) -> None:
     image = pose_picture(STRANGER, 0.0)
     request, _ = ask(pose_svc, pose_gate.check(swap(image)), image)
     with pytest.raises(ConsentError, match="no such consent request"):
-        pose_svc.get_request("other", request.request_id)
+        pose_svc.requests.get("other", request.request_id)
 
 
 def test_expiry_with_an_injected_clock(pose_gate: FaceGate) -> None:
@@ -196,10 +193,10 @@ def test_expiry_with_an_injected_clock(pose_gate: FaceGate) -> None:
     request, link = ask(svc, pose_gate.check(swap(image)), image, expires_in_s=3600)
     now[0] += timedelta(hours=2)
     with pytest.raises(LinkInvalid):
-        svc.open_request_link(link_token(link))
-    assert svc.get_request("studio", request.request_id).state == "expired"
+        svc.requests.open_link(link_token(link))
+    assert svc.requests.get("studio", request.request_id).state == "expired"
     assert template_of(svc, request.request_id) is None
-    assert svc.expire_requests(now[0]) == 0  # already expired by the poll
+    assert svc.requests.expire(now[0]) == 0  # already expired by the poll
     svc.close()
 
 
@@ -208,12 +205,12 @@ def test_session_closes_when_the_request_expires(pose_gate: FaceGate) -> None:
     svc = ConsentService(pose_gate, ConsentConfig(**TEST_CONFIG), clock=lambda: now[0])
     image = pose_picture(STRANGER, 0.0)
     _, link = ask(svc, pose_gate.check(swap(image)), image, expires_in_s=600)
-    new = svc.open_request_link(link_token(link))
+    new = svc.requests.open_link(link_token(link))
     now[0] += timedelta(minutes=11)
     with pytest.raises(SessionInvalid):
-        svc.session(new.token, "request")
+        svc.links.session(new.token, "request")
     with pytest.raises(RequestClosed):
-        svc.decide(new.session, True)
+        svc.requests.decide(new.session, True)
     svc.close()
 
 
@@ -246,14 +243,14 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
 def test_signed_webhook_reaches_a_local_server(pose_gate: FaceGate, pose_svc: ConsentService,
                                                receiver: Any) -> None:
     url, received = receiver
-    secret = pose_svc.set_webhook("studio", url)
+    secret = pose_svc.requests.set_webhook("studio", url)
     image = pose_picture(STRANGER, 0.0)
     request, link = ask(pose_svc, pose_gate.check(swap(image)), image)
-    new = pose_svc.open_request_link(link_token(link))
-    challenge = pose_svc.start_challenge(new.session)
-    pose_svc.prove_for_request(new.session, challenge["challenge_id"],
+    new = pose_svc.requests.open_link(link_token(link))
+    challenge = pose_svc.links.start_challenge(new.session)
+    pose_svc.requests.prove(new.session, challenge["challenge_id"],
                                answer(challenge["poses"], STRANGER), display_name="S")
-    pose_svc.decide(pose_svc.session(new.token, "request"), True)
+    pose_svc.requests.decide(pose_svc.links.session(new.token, "request"), True)
     assert pose_svc.sender.flush(10)
     assert len(received) == 1
     headers, body = received[0]
@@ -284,11 +281,11 @@ def test_expiry_webhook(pose_gate: FaceGate, receiver: Any) -> None:
     url, received = receiver
     now = [datetime.now(UTC)]
     svc = ConsentService(pose_gate, ConsentConfig(**TEST_CONFIG), clock=lambda: now[0])
-    secret = svc.set_webhook("studio", url)
+    secret = svc.requests.set_webhook("studio", url)
     image = pose_picture(STRANGER, 0.0)
     ask(svc, pose_gate.check(swap(image)), image, expires_in_s=120)
     now[0] += timedelta(minutes=5)
-    assert svc.expire_requests(now[0]) == 1
+    assert svc.requests.expire(now[0]) == 1
     assert svc.sender.flush(10)
     headers, body = received[0]
     verify_webhook(secret, body, headers[SIGNATURE_HEADER])
@@ -308,22 +305,22 @@ def test_plain_language_scope() -> None:
 
 # -- self-enrolment ------------------------------------------------------------------------
 def test_self_enrolment(pose_gate: FaceGate, pose_svc: ConsentService) -> None:
-    new, challenge = pose_svc.start_enrollment()
-    subject, portal = pose_svc.complete_enrollment(
+    new, challenge = pose_svc.portal.start_enrollment()
+    subject, portal = pose_svc.portal.complete_enrollment(
         new.session, challenge["challenge_id"], answer(challenge["poses"], 12), "Twelve",
         guardian=True)
     assert subject.status == "protected" and subject.guardian
-    assert pose_svc.session(portal.token, "portal").target == subject.subject_id
+    assert pose_svc.links.session(portal.token, "portal").target == subject.subject_id
     assert pose_gate.check(swap(pose_picture(12, 0.0))).verdict == "deny"
-    again, challenge = pose_svc.start_enrollment()
+    again, challenge = pose_svc.portal.start_enrollment()
     with pytest.raises(ConsentError, match="enrolled already"):
-        pose_svc.complete_enrollment(again.session, challenge["challenge_id"],
+        pose_svc.portal.complete_enrollment(again.session, challenge["challenge_id"],
                                      answer(challenge["poses"], 12, start=50), "Twelve")
 
 
 def test_self_enrolment_is_off_by_default(pose_gate: FaceGate) -> None:
     svc = ConsentService(pose_gate)
     with pytest.raises(ConsentError) as err:
-        svc.start_enrollment()
+        svc.portal.start_enrollment()
     assert err.value.code == "self_enrolment_disabled"
     svc.close()

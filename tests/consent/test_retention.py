@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from gate.cli_consent import consent_app
 from gate.consent import tables as t
-from gate.consent.cli import consent_app
+from gate.consent.config import ConsentConfig
 from gate.consent.retention import run_retention
-from gate.consent.service import ConsentConfig, ConsentService
+from gate.consent.service import ConsentService
 from gate.engine import FaceGate
 from gate.types import GateRequest, ImageInput, Requester
 from tests.conftest import noise_png
@@ -35,23 +36,23 @@ def test_idle_subjects_are_erased_after_three_years(fake_gate: FaceGate) -> None
     idle = fake_gate.enroll([noise_png(41)], "Idle").subject_id
     signed_in = fake_gate.enroll([noise_png(42)], "Portal user").subject_id
     checked = fake_gate.enroll([noise_png(43)], "Checked", status="consenting").subject_id
-    svc.grant(checked, app_id="studio", operations=["face_swap"])
+    svc.lifecycle.grant(checked, app_id="studio", operations=["face_swap"])
     fake_gate.check(GateRequest(operation="face_swap", requester=Requester(app_id="studio"),
                                 images=[ImageInput(role="target", data=noise_png(43))]))
     now[0] = start + 2 * YEAR  # a portal sign-in two years later is an interaction
-    svc.open_portal_link(link_token(svc.portal_link(signed_in)))
+    svc.portal.open_link(link_token(svc.portal.link(signed_in)))
 
-    almost = run_retention(fake_gate, start + 3 * YEAR - timedelta(days=1), consent=svc)
+    almost = run_retention(svc, start + 3 * YEAR - timedelta(days=1))
     assert almost.erased_subjects == 0
-    dry = run_retention(fake_gate, start + 3 * YEAR + timedelta(days=1), consent=svc,
+    dry = run_retention(svc, start + 3 * YEAR + timedelta(days=1),
                         dry_run=True)
     assert dry.dry_run and set(dry.subject_ids) == {idle, checked}
     assert len(fake_gate.list_subjects()) == 3
-    report = run_retention(fake_gate, start + 3 * YEAR + timedelta(days=1), consent=svc)
+    report = run_retention(svc, start + 3 * YEAR + timedelta(days=1))
     assert set(report.subject_ids) == {idle, checked} and report.erased_subjects == 2
     assert [s.subject_id for s in fake_gate.list_subjects()] == [signed_in]
     assert fake_gate.list_grants() == []
-    later = run_retention(fake_gate, start + 5 * YEAR + timedelta(days=1), consent=svc)
+    later = run_retention(svc, start + 5 * YEAR + timedelta(days=1))
     assert later.subject_ids == (signed_in,)
     assert fake_gate.verify_audit().ok
     kinds = [e["event"]["kind"] for e in fake_gate.audit_events(limit=1000)]
@@ -62,10 +63,10 @@ def test_idle_subjects_are_erased_after_three_years(fake_gate: FaceGate) -> None
 def test_custom_idle_limit_and_validation(fake_gate: FaceGate) -> None:
     svc = ConsentService(fake_gate, ConsentConfig(**TEST_CONFIG))
     fake_gate.enroll([noise_png(44)], "Short")
-    assert run_retention(fake_gate, datetime.now(UTC) + timedelta(days=31), 30,
-                         consent=svc).erased_subjects == 1
+    assert run_retention(svc, datetime.now(UTC) + timedelta(days=31),
+                         30).erased_subjects == 1
     with pytest.raises(ValueError):
-        run_retention(fake_gate, max_idle_days=0, consent=svc)
+        run_retention(svc, max_idle_days=0)
     svc.close()
 
 
@@ -74,32 +75,30 @@ def test_stale_requests_links_and_sessions_expire(fake_gate: FaceGate) -> None:
     now = [start]
     svc = ConsentService(fake_gate, ConsentConfig(**TEST_CONFIG), clock=lambda: now[0])
     kept = fake_gate.enroll([noise_png(45)], "Kept").subject_id
-    svc.portal_link(kept)  # never used
-    svc.open_portal_link(link_token(svc.portal_link(kept)))  # used: a session exists
-    request, _ = svc.create_request("studio", image=noise_png(46), operation="face_swap",
+    svc.portal.link(kept)  # never used
+    svc.portal.open_link(link_token(svc.portal.link(kept)))  # used: a session exists
+    request, _ = svc.requests.create("studio", image=noise_png(46), operation="face_swap",
                                     expires_in_s=3600)
     now[0] = start + timedelta(days=2)
-    report = run_retention(fake_gate, now[0], consent=svc)
+    report = run_retention(svc, now[0])
     assert report.erased_subjects == 0
     assert report.expired_requests == 1 and report.deleted_links == 3
     assert report.deleted_sessions == 1
-    assert svc.get_request("studio", request.request_id).state == "expired"
+    assert svc.requests.get("studio", request.request_id).state == "expired"
     assert _count(svc, t.consent_links) == 0 and _count(svc, t.consent_sessions) == 0
     svc.close()
 
 
-def test_erasure_elsewhere_leaves_no_rows_of_ours(fake_gate: FaceGate) -> None:
+def test_erasure_through_any_door_leaves_no_rows_of_ours_at_once(fake_gate: FaceGate) -> None:
     svc = ConsentService(fake_gate, ConsentConfig(**TEST_CONFIG))
     sid = fake_gate.enroll([noise_png(47)], "Gone", status="consenting").subject_id
-    svc.grant(sid, app_id="studio", operations=["face_swap"])
+    svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"])
     fake_gate.check(GateRequest(operation="face_swap", requester=Requester(app_id="studio"),
                                 images=[ImageInput(role="target", data=noise_png(47))]))
-    svc.open_portal_link(link_token(svc.portal_link(sid)))
+    svc.portal.open_link(link_token(svc.portal.link(sid)))
     svc.activity.catch_up()
     assert _count(svc, t.consent_grant_uses) == 1
-    fake_gate.erase(sid)  # e.g. DELETE /v1/subjects: our tables do not know yet
-    report = run_retention(fake_gate, datetime.now(UTC), consent=svc)
-    assert report.orphans_cleaned == 2
+    fake_gate.erase(sid)  # the SDK door (like DELETE /v1/subjects): no retention run needed
     assert _count(svc, t.consent_sessions) == 0 and _count(svc, t.consent_grant_uses) == 0
     assert svc.revocations("studio", 0).revoked[0]["reason"] == "erased"
     svc.close()

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from gate.api.keys import KeyStore
-from gate.consent.service import ConsentConfig, ConsentService
-from gate.consent.tokens import (
+from gate.consent.config import ConsentConfig
+from gate.consent.offline import (
     GrantRevoked,
     JwksCache,
     OfflineGrantVerifier,
@@ -26,6 +26,7 @@ from gate.consent.tokens import (
     RevocationListStale,
     SidecarFeed,
 )
+from gate.consent.service import ConsentService
 from gate.db import make_engine
 from gate.engine import FaceGate
 from tests.conftest import REPO, noise_png
@@ -89,14 +90,14 @@ def test_revocation_staleness_sidecar_to_sdk(sidecar: tuple[str, Path, subproces
                     time.sleep(0.01)
                 for _ in range(ROUNDS):
                     t0 = time.perf_counter()
-                    grant = svc.grant(sid, app_id="studio", operations=["face_swap"])
+                    grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"])
                     grant_ms.append((time.perf_counter() - t0) * 1000)
                     t0 = time.perf_counter()
                     verifier.verify(grant.token or "", operation="face_swap")
                     verify_us.append((time.perf_counter() - t0) * 1e6)
                     time.sleep(random.uniform(0, poll_s))  # revoke at a random poll phase
                     t0 = time.perf_counter()
-                    svc.revoke(grant.grant_id)
+                    svc.lifecycle.revoke(grant.grant_id)
                     revoked_at = time.perf_counter()
                     revoke_ms.append((revoked_at - t0) * 1000)
                     while True:
@@ -119,7 +120,7 @@ def test_revocation_staleness_sidecar_to_sdk(sidecar: tuple[str, Path, subproces
                     f"median {statistics.median(verify_us):.0f} us, max {max(verify_us):.0f} us")
 
         # fail closed: the sidecar goes away, the list ages past its bound, tokens refused
-        grant = svc.grant(sid, app_id="studio", operations=["face_swap"])
+        grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"])
         feed = SidecarFeed(url, app_key)
         revocations = RevocationList(feed.revocations, max_staleness_s=1.0,
                                      poll_interval_s=0.2).start()

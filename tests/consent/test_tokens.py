@@ -14,8 +14,7 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import OKPKey
 
-from gate.consent.service import ConsentService
-from gate.consent.tokens import (
+from gate.consent.offline import (
     GrantNeedsOnlineCheck,
     GrantNotCovering,
     GrantRevoked,
@@ -23,7 +22,6 @@ from gate.consent.tokens import (
     RevocationList,
     RevocationListStale,
     RevocationPage,
-    SigningKeyring,
     TokenExpired,
     TokenInvalid,
     TokenNotYetValid,
@@ -31,6 +29,8 @@ from gate.consent.tokens import (
     TokenWrongAudience,
     verify_grant_token,
 )
+from gate.consent.service import ConsentService
+from gate.consent.tokens import SigningKeyring
 from gate.engine import FaceGate
 from gate.errors import ConsentError
 from gate.types import GateRequest, ImageInput, Requester
@@ -64,11 +64,11 @@ def test_grant_carries_a_token_that_verifies_offline(svc: ConsentService,
                                                      fake_gate: FaceGate) -> None:
     sid = enrol(fake_gate)
     until = NOW + timedelta(days=2)
-    grant = svc.grant(sid, app_id="studio", operations=["face_swap", "edit"],
+    grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap", "edit"],
                       user_id="u1", purpose="birthday card", expires_at=until, max_uses=3)
     assert grant.token is not None
     header, payload, _ = grant.token.split(".")
-    assert _b64json(header) == {"alg": "Ed25519", "kid": svc.keyring.active_kid,
+    assert _b64json(header) == {"alg": "Ed25519", "kid": svc.tokens.keyring.active_kid,
                                 "typ": "gate-grant+jwt"}
     claims = verify_grant_token(grant.token, jwks=svc.jwks(), app_id="studio")
     assert (claims.sub, claims.gid, claims.aud, claims.uid) == (sid, grant.grant_id, "studio", "u1")
@@ -89,15 +89,16 @@ def test_grant_carries_a_token_that_verifies_offline(svc: ConsentService,
 
 def test_token_life_is_capped_for_grants_without_expiry(svc: ConsentService,
                                                         fake_gate: FaceGate) -> None:
-    grant = svc.grant(enrol(fake_gate), app_id="studio", operations=["face_swap"])
+    grant = svc.lifecycle.grant(enrol(fake_gate), app_id="studio", operations=["face_swap"])
     claims = verify_grant_token(grant.token or "", jwks=svc.jwks(), app_id="studio")
-    assert claims.exp - claims.iat == svc.config.token_ttl_s
+    assert claims.exp - claims.iat == fake_gate.settings.consent_token_ttl_s
 
 
 @pytest.mark.parametrize("mutate", ["payload", "signature", "header"])
 def test_tampered_token_is_refused(svc: ConsentService, fake_gate: FaceGate,
                                    mutate: str) -> None:
-    token = svc.grant(enrol(fake_gate), app_id="studio", operations=["face_swap"]).token or ""
+    grant = svc.lifecycle.grant(enrol(fake_gate), app_id="studio", operations=["face_swap"])
+    token = grant.token or ""
     header, payload, sig = token.split(".")
     if mutate == "payload":
         body = _b64json(payload)
@@ -123,7 +124,7 @@ def test_malformed_tokens_are_refused(svc: ConsentService, bad: str) -> None:
 
 def test_refusal_codes(svc: ConsentService, fake_gate: FaceGate) -> None:
     sid = enrol(fake_gate)
-    grant = svc.grant(sid, app_id="studio", operations=["face_swap"],
+    grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"],
                       not_before=NOW + timedelta(hours=1), expires_at=NOW + timedelta(hours=2))
     token = grant.token or ""
     jwks = svc.jwks()
@@ -135,12 +136,12 @@ def test_refusal_codes(svc: ConsentService, fake_gate: FaceGate) -> None:
         verify_grant_token(token, jwks=jwks, app_id="studio", now=NOW + timedelta(hours=3))
     assert verify_grant_token(token, jwks=jwks, app_id="studio",
                               now=NOW + timedelta(minutes=90)).gid == grant.grant_id
-    other = SigningKeyring(svc.keyring.path.with_name("other.jwk"))
+    other = SigningKeyring(svc.tokens.keyring.path.with_name("other.jwk"))
     with pytest.raises(TokenUnknownKey) as err:
         verify_grant_token(token, jwks=other.jwks(), app_id="studio")
     assert err.value.code == "token_unknown_key"
     # a key with the right id but other bytes: the signature does not verify
-    forged = {"keys": [{**other.jwks()["keys"][0], "kid": svc.keyring.active_kid}]}
+    forged = {"keys": [{**other.jwks()["keys"][0], "kid": svc.tokens.keyring.active_kid}]}
     with pytest.raises(TokenInvalid) as err2:
         verify_grant_token(token, jwks=forged, app_id="studio", now=NOW + timedelta(minutes=90))
     assert err2.value.code == "token_invalid"
@@ -162,15 +163,15 @@ def test_eddsa_header_name_also_verifies(tmp_path: Path) -> None:
 
 
 def test_keyring_file_rotation_and_retirement(svc: ConsentService, fake_gate: FaceGate) -> None:
-    path = svc.keyring.path
+    path = svc.tokens.keyring.path
     assert path == fake_gate.settings.resolved_key_file().parent / "signing.jwk"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     sid = enrol(fake_gate)
-    old = svc.grant(sid, app_id="studio", operations=["face_swap"]).token or ""
-    old_kid = svc.keyring.active_kid
-    new_kid = svc.rotate_signing_key()
-    assert new_kid != old_kid and svc.keyring.kids() == [new_kid, old_kid]
-    new = svc.grant(sid, app_id="studio", operations=["edit"]).token or ""
+    old = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"]).token or ""
+    old_kid = svc.tokens.keyring.active_kid
+    new_kid = svc.tokens.rotate_signing_key()
+    assert new_kid != old_kid and svc.tokens.keyring.kids() == [new_kid, old_kid]
+    new = svc.lifecycle.grant(sid, app_id="studio", operations=["edit"]).token or ""
     jwks = svc.jwks()
     assert [k["kid"] for k in jwks["keys"]] == [new_kid, old_kid]
     assert all("d" not in k for k in jwks["keys"])  # never the private part
@@ -186,15 +187,15 @@ def test_keyring_file_rotation_and_retirement(svc: ConsentService, fake_gate: Fa
 def test_revocation_list_learns_revocations_and_erasures(svc: ConsentService,
                                                          fake_gate: FaceGate) -> None:
     alice, bob = enrol(fake_gate), enrol(fake_gate, noise_png(12))
-    g1 = svc.grant(alice, app_id="studio", operations=["face_swap"])
-    g2 = svc.grant(bob, app_id="studio", operations=["face_swap"])
-    g3 = svc.grant(alice, app_id="other", operations=["face_swap"])
+    g1 = svc.lifecycle.grant(alice, app_id="studio", operations=["face_swap"])
+    g2 = svc.lifecycle.grant(bob, app_id="studio", operations=["face_swap"])
+    g3 = svc.lifecycle.grant(alice, app_id="other", operations=["face_swap"])
     revocations = RevocationList(feed(svc))
     revocations.refresh()
     assert revocations.epoch == 0 and not revocations.is_revoked(g1.grant_id)
-    svc.revoke(g1.grant_id)
-    svc.erase_subject(bob)  # erasure deletes the grant row; its token must die too
-    svc.revoke(g3.grant_id)  # another app's revocation is not in studio's list
+    svc.lifecycle.revoke(g1.grant_id)
+    svc.lifecycle.erase(bob)  # erasure deletes the grant row; its token must die too
+    svc.lifecycle.revoke(g3.grant_id)  # another app's revocation is not in studio's list
     assert revocations.refresh() == 2
     assert revocations.is_revoked(g1.grant_id) and revocations.is_revoked(g2.grant_id)
     assert not revocations.is_revoked(g3.grant_id)
@@ -207,10 +208,10 @@ def test_revocation_list_learns_revocations_and_erasures(svc: ConsentService,
 
 def test_revocation_feed_pages_and_pruning(svc: ConsentService, fake_gate: FaceGate) -> None:
     sid = enrol(fake_gate)
-    grants = [svc.grant(sid, app_id="studio", operations=["face_swap"],
+    grants = [svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"],
                         expires_at=NOW + timedelta(hours=1 + i)) for i in range(5)]
     for g in grants:
-        svc.revoke(g.grant_id)
+        svc.lifecycle.revoke(g.grant_id)
     first = svc.revocations("studio", 0, limit=2)
     assert first.more and len(first.revoked) == 2
     revocations = RevocationList(feed(svc))
@@ -218,7 +219,7 @@ def test_revocation_feed_pages_and_pruning(svc: ConsentService, fake_gate: FaceG
     assert all(revocations.is_revoked(g.grant_id) for g in grants)
     head = revocations.epoch
     # entries whose tokens expired are pruned, but the newest stays: the epoch never drops
-    assert svc.prune_revocations(NOW + timedelta(days=1)) == 4
+    assert svc.tokens.prune(NOW + timedelta(days=1)) == 4
     assert svc.revocations("studio", 0).epoch == head
 
 
@@ -261,8 +262,8 @@ def test_background_poll_keeps_fresh_and_failures_make_it_stale() -> None:
 
 def test_offline_verifier(svc: ConsentService, fake_gate: FaceGate) -> None:
     sid = enrol(fake_gate)
-    plain = svc.grant(sid, app_id="studio", operations=["face_swap"])
-    counted = svc.grant(sid, app_id="studio", operations=["face_swap"], max_uses=2)
+    plain = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"])
+    counted = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"], max_uses=2)
     revocations = RevocationList(feed(svc))
     revocations.refresh()
     verifier = OfflineGrantVerifier(svc.jwks(), revocations, "studio")
@@ -274,7 +275,7 @@ def test_offline_verifier(svc: ConsentService, fake_gate: FaceGate) -> None:
     with pytest.raises(TokenWrongAudience):
         OfflineGrantVerifier(svc.jwks(), revocations, "other").verify(
             plain.token or "", operation="face_swap")
-    svc.revoke(plain.grant_id)
+    svc.lifecycle.revoke(plain.grant_id)
     revocations.refresh()
     with pytest.raises(GrantRevoked):
         verifier.verify(plain.token or "", operation="face_swap")
@@ -282,19 +283,19 @@ def test_offline_verifier(svc: ConsentService, fake_gate: FaceGate) -> None:
 
 def test_used_up_grants_reach_the_feed(svc: ConsentService, fake_gate: FaceGate) -> None:
     sid = enrol(fake_gate)
-    grant = svc.grant(sid, app_id="studio", operations=["face_swap"], max_uses=1)
+    grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"], max_uses=1)
     assert fake_gate.check(swap()).verdict == "allow"
     assert fake_gate.check(swap()).verdict != "allow"
-    svc.sync_revocations(force=True)
+    svc.tokens.sync(fake_gate.parts.store.epoch(), force=True)
     assert svc.revocations("studio", 0).revoked == [
         {"grant_id": grant.grant_id, "epoch": 1, "reason": "used_up"}]
 
 
 def test_grant_revoke_round_trip_and_check(svc: ConsentService, fake_gate: FaceGate) -> None:
     sid = enrol(fake_gate)
-    grant = svc.grant(sid, app_id="studio", operations=["face_swap"])
+    grant = svc.lifecycle.grant(sid, app_id="studio", operations=["face_swap"])
     assert fake_gate.check(swap()).verdict == "allow"
-    svc.revoke(grant.grant_id)
+    svc.lifecycle.revoke(grant.grant_id)
     assert fake_gate.check(swap()).verdict == "needs_consent"
     with pytest.raises(ConsentError, match="revoked"):
-        svc.token_for(grant.grant_id)
+        svc.lifecycle.token_for(grant.grant_id)

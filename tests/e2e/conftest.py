@@ -91,7 +91,12 @@ def servers() -> Iterator[Callable[..., Server]]:
 
 
 def create_key(url: str, app_id: str, scopes: list[str]) -> str:
-    store = KeyStore(make_engine(url))
+    """A key in the database at ``url`` (migrated first, as ``gate keys create`` does)."""
+    from gate.db.migrate import ensure_schema
+
+    engine = make_engine(url)
+    ensure_schema(engine)
+    store = KeyStore(engine)
     try:
         return store.create(app_id, scopes).token
     finally:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
-from gate.cache import TtlCache
 from gate.engine import FaceGate
 from gate.policy.evaluate import RulePolicyEngine
 from gate.policy.load import parse_policy
@@ -24,7 +24,7 @@ def _swap(gate: FaceGate) -> Any:
 
 def test_identical_bytes_hit_the_cache(fake_gate: FaceGate) -> None:
     first, second = _swap(fake_gate), _swap(fake_gate)
-    assert fake_gate._analyses.hits == 1
+    assert fake_gate.faces.cache_hits == 1
     assert "decode" in first.latency_ms and "decode" not in second.latency_ms
     assert first.verdict == second.verdict and first.request_id != second.request_id
     assert first.faces[0].bbox == second.faces[0].bbox
@@ -37,23 +37,23 @@ def test_grant_and_revocation_are_never_served_stale(fake_gate: FaceGate) -> Non
     assert _swap(fake_gate).verdict == "allow"
     fake_gate.revoke(grant.grant_id)
     assert _swap(fake_gate).verdict == "needs_consent"
-    assert fake_gate._analyses.hits >= 2
+    assert fake_gate.faces.cache_hits >= 2
 
 
 def test_a_new_opt_out_applies_to_an_image_cached_before_it(fake_gate: FaceGate) -> None:
     assert _swap(fake_gate).faces[0].identity == "unknown"  # analysed and cached
     bob = fake_gate.enroll([BOB], display_name="Bob", status="protected")
     d = _swap(fake_gate)
-    assert fake_gate._analyses.hits >= 1  # the cached faces were reused, not re-detected
+    assert fake_gate.faces.cache_hits >= 1  # the cached faces were reused, not re-detected
     assert d.verdict == "deny" and d.faces[0].subject_id == bob.subject_id
 
 
 def test_erasure_empties_the_cache(fake_gate: FaceGate) -> None:
     bob = fake_gate.enroll([BOB], display_name="Bob", status="protected")
     assert _swap(fake_gate).verdict == "deny"
-    assert len(fake_gate._analyses) == 1
+    assert fake_gate.faces.cached_items == 1
     fake_gate.erase(bob.subject_id)
-    assert len(fake_gate._analyses) == 0
+    assert fake_gate.faces.cached_items == 0
     assert _swap(fake_gate).faces[0].identity == "unknown"
 
 
@@ -67,14 +67,22 @@ def test_policy_change_applies_to_cached_images(fake_gate: FaceGate) -> None:
     assert d.verdict == "allow" and d.policy_version == "p@1"
 
 
-def test_ttl_and_bound() -> None:
-    cache: TtlCache[int] = TtlCache(max_items=2, ttl_s=0.05)
-    cache.put("a", 1)
-    cache.put("b", 2)
-    cache.put("c", 3)
-    assert cache.get("a") is None and cache.get("c") == 3
-    time.sleep(0.06)
-    assert cache.get("c") is None
-    disabled: TtlCache[int] = TtlCache(max_items=0)
-    disabled.put("a", 1)
-    assert disabled.get("a") is None
+def test_ttl_and_bound(tmp_path: Path) -> None:
+    alice = noise_png(3)
+
+    def swap(gate: FaceGate, data: bytes) -> Any:
+        return gate.check(GateRequest(operation="face_swap", requester=STUDIO,
+                                      images=[ImageInput(role="target", data=data)]))
+
+    with FaceGate.open(tmp_path / "a", detector="fake", embedder="fake",
+                       analysis_cache_items=1, analysis_cache_ttl_s=0.2) as gate:
+        swap(gate, BOB)
+        swap(gate, alice)  # evicts BOB: one item at most
+        assert "decode" in swap(gate, BOB).latency_ms
+        assert "decode" not in swap(gate, BOB).latency_ms
+        time.sleep(0.25)
+        assert "decode" in swap(gate, BOB).latency_ms  # expired
+    with FaceGate.open(tmp_path / "b", detector="fake", embedder="fake",
+                       analysis_cache_items=0) as gate:
+        swap(gate, BOB)
+        assert "decode" in swap(gate, BOB).latency_ms and gate.faces.cache_hits == 0

@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from gate.engine import FaceGate
-from gate.errors import EnrollmentError, NotFound, StorageError
+from gate.errors import ConsentError, EnrollmentError, NotFound, StorageError
 from gate.types import GateRequest, ImageInput, Requester
 from gate.vision.detect import Detection, FakeDetector, whole_image_face
 from tests.conftest import noise_png
@@ -50,9 +50,15 @@ def test_protected_subject_is_denied(gate: FaceGate) -> None:
 
 
 def test_protected_subject_denied_even_with_a_grant(gate: FaceGate) -> None:
-    ada = gate.enroll([ADA], display_name="Ada", status="protected")
-    gate.grant(ada.subject_id, app_id="studio", operations=["face_swap"], content=["general"])
+    ada = gate.enroll([ADA], display_name="Ada", status="consenting")
+    grant = gate.grant(ada.subject_id, app_id="studio", operations=["face_swap"],
+                       content=["general"])
+    assert gate.check(req("face_swap", ADA)).verdict == "allow"
+    gate.set_status(ada.subject_id, "protected")  # "protect me" ends every grant at once
     assert gate.check(req("face_swap", ADA)).verdict == "deny"
+    assert gate.lifecycle.get_grant(grant.grant_id).revoked_at is not None
+    with pytest.raises(ConsentError, match="protected"):  # and none can be recorded
+        gate.grant(ada.subject_id, app_id="studio", operations=["face_swap"])
 
 
 def test_consented_face_swap_is_allowed(gate: FaceGate) -> None:

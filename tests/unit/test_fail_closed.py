@@ -34,7 +34,7 @@ def _swap(gate: FaceGate) -> Any:
 
 def _replace(gate: FaceGate, **parts: Any) -> None:
     gate.parts = dataclasses.replace(gate.parts, **parts)
-    gate._analyses.clear()  # the next check must run the faulty part
+    gate.faces.clear_cache()  # the next check must run the faulty part
 
 
 class _NaNEmbedder(FakeEmbedder):
@@ -101,7 +101,7 @@ def test_model_pack_mismatch_denies_instead_of_silently_missing(tmp_path: Path) 
     gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
     try:
         _replace(gate, embedder=OtherPack())
-        gate._load_index()
+        gate.follower.load()
         d = _swap(gate)
         assert d.verdict == "deny"
         assert "model_mismatch" in d.reasons[0].message
@@ -167,21 +167,29 @@ def test_invalid_policy_at_reload_keeps_the_last_good_one(tmp_path: Path) -> Non
         gate.close()
 
 
-#: Every stage of the decision path; a fault in any of them must end in deny.
-STAGES = ["sync", "_decode", "_detect", "_prepare", "_effective_content", "_names_in_prompt",
-          "_classify", "_consume_uses", "_audit_decision"]
+#: Every stage of the decision path (where it lives, its name); a fault in any of them
+#: must end in deny.
+STAGES = [("follower", "sync"), ("faces", "decode"), ("faces", "detect"),
+          ("faces", "_finish"), ("engine", "_effective_content"), ("gate", "_names_in_prompt"),
+          ("engine", "classify"), ("gate", "_consume_uses"), ("gate", "_audit_decision"),
+          ("follower", "search"), ("engine", "_facts")]
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_no_stage_can_turn_an_exception_into_allow(tmp_path: Path, stage: str,
+@pytest.mark.parametrize(("owner", "stage"), STAGES)
+def test_no_stage_can_turn_an_exception_into_allow(tmp_path: Path, owner: str, stage: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    gate = FaceGate.open(tmp_path, detector="fake", embedder="fake")
-    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
-    gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"], max_uses=100)
+    import gate.engine
+
+    gate_ = FaceGate.open(tmp_path, detector="fake", embedder="fake")
+    bob = gate_.enroll([BOB], display_name="Bob", status="consenting")
+    gate_.grant(bob.subject_id, app_id="studio", operations=["face_swap"], max_uses=100)
+    target = {"gate": gate_, "engine": gate.engine, "faces": gate_.faces,
+              "follower": gate_.follower}[owner]
+    gate = gate_
     try:
         assert _swap(gate).verdict == "allow"
-        gate._analyses.clear()
-        monkeypatch.setattr(gate, stage, _raise)
+        gate.faces.clear_cache()
+        monkeypatch.setattr(target, stage, _raise)
         d = _swap(gate)
         assert d.verdict == "deny" and d.rule_ids == ["core.fail_closed"], stage
     finally:
@@ -253,7 +261,7 @@ def test_storage_faults_deny_checks_and_fail_writes_clearly(tmp_path: Path,
         big = noise_png(77, size=400)  # a new subject needs new pages
         with pytest.raises(StorageError):
             gate.enroll([big], display_name="Carol")
-        gate._analyses.clear()
+        gate.faces.clear_cache()
         d = _swap(gate)  # the audit append cannot be written: no allow without it
         assert d.verdict == "deny", fault
         assert d.rule_ids == ["core.fail_closed"]

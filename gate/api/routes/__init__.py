@@ -11,6 +11,7 @@ _WHAT = {
     401: "Missing, invalid or revoked API key.",
     403: "The API key lacks the scope.",
     404: "No such record.",
+    409: "Conflict with the record's state (e.g. already revoked).",
     413: "Body or image too large.",
     415: "Unsupported media type or image format.",
     422: "Invalid or unknown fields.",

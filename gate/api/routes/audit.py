@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from gate.api.auth import require
 from gate.api.routes import AUTH, errors
 from gate.api.schemas import MAX_INT, AuditEvent, AuditPage
-from gate.api.services import services
+from gate.api.services import blocking, services
 from gate.types import AuditVerification
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"],
@@ -21,7 +21,7 @@ async def audit_events(request: Request, since: Annotated[int, Query(ge=0, le=MA
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditPage:
     """Events after sequence number ``since`` (no pixels, embeddings or names)."""
     svc = services(request)
-    rows = await svc.runner.call(svc.gate.audit_events, since, limit)
+    rows = await blocking(svc.gate.audit_events, since, limit)
     events = [AuditEvent.model_validate(r) for r in rows]
     return AuditPage(events=events, next_since=events[-1].seq if events else since)
 
@@ -30,4 +30,4 @@ async def audit_events(request: Request, since: Annotated[int, Query(ge=0, le=MA
 async def verify(request: Request) -> AuditVerification:
     """Walk the whole hash chain; ``ok`` is false at the first edited/missing event."""
     svc = services(request)
-    return await svc.runner.call(svc.gate.verify_audit)
+    return await blocking(svc.gate.verify_audit)

@@ -20,11 +20,11 @@ async def check(request: Request, key: CheckKey) -> Decision:
     """Decide allow / needs_consent / deny for a generation request with images.
 
     The requester's app is the API key's app; a body ``app_id`` is refused (422). Any
-    internal failure is a ``deny`` (rule ``core.fail_closed``) or a 503, never an allow.
+    internal failure or timeout is a ``deny`` (rule ``core.fail_closed``), never an allow.
     """
     svc = services(request)
     gate_request = await read_check(request, key.app_id)
-    decision = await svc.runner.call(svc.gate.check, gate_request)
+    decision = await svc.gate.check_async(gate_request)
     svc.metrics.observe_decision("check", decision)
     return decision
 
@@ -35,8 +35,8 @@ async def check_output(request: Request, key: CheckKey) -> Decision:
     """Screen a generated image (the answer can only tighten the input decision)."""
     svc = services(request)
     fields, image = await read_check_output(request)
-    decision = await svc.runner.call(
-        svc.gate.check_output, image, request_id=fields.request_id,
+    decision = await svc.gate.check_output_async(
+        image, request_id=fields.request_id,
         requester=Requester(app_id=key.app_id, user_id=fields.user_id),
         operation=fields.operation, content=fields.content, prompt=fields.prompt)
     svc.metrics.observe_decision("check_output", decision)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from gate.api.errors import NotReady
 from gate.api.routes import errors
 from gate.api.schemas import Health, Readiness
-from gate.api.services import services
+from gate.api.services import blocking, services
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +22,7 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Readiness:
     """Models loaded, database reachable, policy valid: 200, else 503 naming what fails."""
     svc = services(request)
-    checks = await svc.runner.call(svc.gate.readiness)
+    checks = await blocking(svc.gate.readiness)
     svc.metrics.observe_readiness(checks)
     failing = sorted(name for name, ok in checks.items() if not ok)
     if failing:

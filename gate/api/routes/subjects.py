@@ -10,7 +10,7 @@ from gate.api.auth import AdminKey, require
 from gate.api.bodies import read_enroll
 from gate.api.routes import AUTH, body_doc, errors
 from gate.api.schemas import RECORD_ID, StatusBody
-from gate.api.services import services
+from gate.api.services import blocking, services
 from gate.types import Requester, Subject
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
@@ -28,38 +28,38 @@ async def enroll(request: Request, key: AdminKey) -> Subject:
     fields, images = await read_enroll(request)
     owner = Requester(app_id=key.app_id, user_id=fields.owner_user_id) \
         if fields.owner_user_id else None
-    return await svc.runner.call(svc.gate.enroll, images, display_name=fields.display_name,
-                                 status=fields.status, owner=owner, aliases=fields.aliases,
-                                 guardian=fields.guardian)
+    return await svc.images(svc.gate.lifecycle.enroll, images,
+                            display_name=fields.display_name, status=fields.status,
+                            owner=owner, aliases=fields.aliases, guardian=fields.guardian)
 
 
 @router.get("", response_model=list[Subject], responses=errors(*AUTH),
             dependencies=[Depends(require("admin"))])
 async def list_subjects(request: Request) -> list[Subject]:
     """Every enrolled subject (no templates)."""
-    svc = services(request)
-    return await svc.runner.call(svc.gate.list_subjects)
+    return await blocking(services(request).gate.lifecycle.list_subjects)
 
 
 @router.get("/{subject_id}", response_model=Subject, responses=errors(404, 422, *AUTH),
             dependencies=[Depends(require("admin"))])
 async def get_subject(request: Request, subject_id: SubjectId) -> Subject:
-    svc = services(request)
-    return await svc.runner.call(svc.gate.get_subject, subject_id)
+    return await blocking(services(request).gate.lifecycle.get_subject, subject_id)
 
 
 @router.post("/{subject_id}/status", response_model=Subject,
              responses=errors(400, 404, 422, *AUTH), dependencies=[Depends(require("admin"))])
 async def set_status(request: Request, subject_id: SubjectId, body: StatusBody) -> Subject:
     """Set ``protected`` (opt-out: never generate me) or ``consenting``."""
-    svc = services(request)
-    return await svc.runner.call(svc.gate.set_status, subject_id, body.status)
+    return await blocking(services(request).gate.lifecycle.set_status, subject_id,
+                          body.status)
 
 
 @router.delete("/{subject_id}", status_code=204, response_class=Response,
                responses=errors(404, 422, *AUTH), dependencies=[Depends(require("admin"))])
 async def erase(request: Request, subject_id: SubjectId) -> Response:
-    """Erase the subject: templates, grants and index entries (audit keeps hashes)."""
-    svc = services(request)
-    await svc.runner.call(svc.gate.erase, subject_id)
+    """Erase the subject everywhere before answering: every row about them (templates,
+    grants, consent requests, portal links and sessions, activity), index entries and
+    caches; their grant tokens are listed in the revocation feed. The audit log keeps
+    only keyed, non-identifying references."""
+    await blocking(services(request).gate.lifecycle.erase, subject_id)
     return Response(status_code=204)

@@ -138,7 +138,7 @@ export interface paths {
          * @description Decide allow / needs_consent / deny for a generation request with images.
          *
          *     The requester's app is the API key's app; a body ``app_id`` is refused (422). Any
-         *     internal failure is a ``deny`` (rule ``core.fail_closed``) or a 503, never an allow.
+         *     internal failure or timeout is a ``deny`` (rule ``core.fail_closed``), never an allow.
          */
         readonly post: operations["check_v1_check_post"];
         readonly delete?: never;
@@ -278,9 +278,48 @@ export interface paths {
         };
         /**
          * Revocations
-         * @description This app's grants revoked (or erased, or used up) after ``since_epoch``.
+         * @description This app's grants revoked (by the person, by switching to protected, by erasure, or
+         *     used up) after ``since_epoch``.
          */
         readonly get: operations["revocations_v1_revocations_get"];
+        readonly put?: never;
+        readonly post?: never;
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/self-enrolments": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly get?: never;
+        readonly put?: never;
+        /**
+         * Create Self Enrolment
+         * @description Invite one of this app's users to enrol their own face (a liveness check in the
+         *     portal). Once enrolled, this app's requests for that user read the face as ``self``.
+         */
+        readonly post: operations["create_self_enrolment_v1_self_enrolments_post"];
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/self-enrolments/{enrolment_id}": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        /** Get Self Enrolment */
+        readonly get: operations["get_self_enrolment_v1_self_enrolments__enrolment_id__get"];
         readonly put?: never;
         readonly post?: never;
         readonly delete?: never;
@@ -328,7 +367,10 @@ export interface paths {
         readonly post?: never;
         /**
          * Erase
-         * @description Erase the subject: templates, grants and index entries (audit keeps hashes).
+         * @description Erase the subject everywhere before answering: every row about them (templates,
+         *     grants, consent requests, portal links and sessions, activity), index entries and
+         *     caches; their grant tokens are listed in the revocation feed. The audit log keeps
+         *     only keyed, non-identifying references.
          */
         readonly delete: operations["erase_v1_subjects__subject_id__delete"];
         readonly options?: never;
@@ -546,6 +588,27 @@ export interface components {
             readonly subject_id: string | null;
             /** User Id */
             readonly user_id?: string | null;
+        };
+        /**
+         * ConsentRecord
+         * @description How a grant's consent was collected: the formalities it satisfies and, for a
+         *     written release, when it was signed and the sha256 of the exact text shown.
+         */
+        readonly ConsentRecord: {
+            /**
+             * Collected By
+             * @default operator
+             * @enum {string}
+             */
+            readonly collected_by: "operator" | "portal" | "app";
+            /** Formalities */
+            readonly formalities?: readonly ("explicit_consent" | "separate_consent" | "written_release" | "guardian_consent")[];
+            /** Locale */
+            readonly locale?: string | null;
+            /** Signed At */
+            readonly signed_at?: string | null;
+            /** Text Sha256 */
+            readonly text_sha256?: string | null;
         };
         /**
          * ConsentRequest
@@ -788,6 +851,7 @@ export interface components {
         readonly Grant: {
             /** App Id */
             readonly app_id: string;
+            readonly consent?: components["schemas"]["ConsentRecord"] | null;
             /** Content */
             readonly content: readonly ("general" | "sexual" | "violent" | "political")[];
             /**
@@ -869,6 +933,40 @@ export interface components {
              */
             readonly role: "source" | "target" | "reference" | "init" | "mask" | "training" | "output";
         };
+        /** Jwk */
+        readonly Jwk: {
+            /** Alg */
+            readonly alg: string;
+            /**
+             * Crv
+             * @constant
+             */
+            readonly crv: "Ed25519";
+            /** Kid */
+            readonly kid: string;
+            /**
+             * Kty
+             * @constant
+             */
+            readonly kty: "OKP";
+            /** Use */
+            readonly use: string;
+            /** X */
+            readonly x: string;
+        };
+        /** Jwks */
+        readonly Jwks: {
+            /** Keys */
+            readonly keys: readonly components["schemas"]["Jwk"][];
+        };
+        /** PortalLink */
+        readonly PortalLink: {
+            /**
+             * Url
+             * @description One-time sign-in link; deliver it privately.
+             */
+            readonly url: string;
+        };
         /** Readiness */
         readonly Readiness: {
             /** Checks */
@@ -898,25 +996,91 @@ export interface components {
         /**
          * Requester
          * @description Who asks: the app (tenant) and, optionally, its end user.
+         *
+         *     A face is the requester's own (identity ``self``) when it matches a subject whose
+         *     ``owner`` is this app and user: owners are bound at enrolment, by an operator or by
+         *     the person's own liveness-checked self-enrolment through the app (docs/consent.md).
          */
         readonly Requester: {
             /** App Id */
             readonly app_id: string;
             /** User Id */
             readonly user_id?: string | null;
-            /** Verified Subject Id */
-            readonly verified_subject_id?: string | null;
         };
         /** RevocationsAnswer */
         readonly RevocationsAnswer: {
-            /** Epoch */
+            /**
+             * Epoch
+             * @description Pass as since_epoch next time.
+             */
             readonly epoch: number;
-            /** More */
+            /**
+             * More
+             * @description Another page follows: ask again from epoch.
+             */
             readonly more: boolean;
             /** Revoked */
-            readonly revoked: readonly {
-                readonly [key: string]: unknown;
-            }[];
+            readonly revoked: readonly components["schemas"]["Revoked"][];
+        };
+        /** Revoked */
+        readonly Revoked: {
+            /**
+             * Epoch
+             * @description The feed position of this entry.
+             */
+            readonly epoch: number;
+            /** Grant Id */
+            readonly grant_id: string;
+            /**
+             * Reason
+             * @enum {string}
+             */
+            readonly reason: "revoked" | "erased" | "used_up";
+        };
+        /** SelfEnrolmentBody */
+        readonly SelfEnrolmentBody: {
+            /**
+             * User Id
+             * @description The app's own user who will enrol their face.
+             */
+            readonly user_id: string;
+        };
+        /** SelfEnrolmentCreated */
+        readonly SelfEnrolmentCreated: {
+            readonly enrolment: components["schemas"]["SelfEnrolmentView"];
+            /**
+             * Link
+             * @description One-time link for the user; shown once.
+             */
+            readonly link: string;
+        };
+        /** SelfEnrolmentView */
+        readonly SelfEnrolmentView: {
+            /** App Id */
+            readonly app_id: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            readonly created_at: string;
+            /** Enrolment Id */
+            readonly enrolment_id: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            readonly expires_at: string;
+            /** Resolved At */
+            readonly resolved_at: string | null;
+            /**
+             * State
+             * @description pending, enrolled or expired
+             */
+            readonly state: string;
+            /** Subject Id */
+            readonly subject_id: string | null;
+            /** User Id */
+            readonly user_id: string;
         };
         /** StatusBody */
         readonly StatusBody: {
@@ -976,13 +1140,13 @@ export interface operations {
         };
         readonly requestBody?: never;
         readonly responses: {
-            /** @description Successful Response */
+            /** @description The public signing keys. */
             readonly 200: {
                 headers: {
                     readonly [name: string]: unknown;
                 };
                 content: {
-                    readonly "application/json": unknown;
+                    readonly "application/json": components["schemas"]["Jwks"];
                 };
             };
         };
@@ -1774,6 +1938,15 @@ export interface operations {
                     readonly "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Conflict with the record's state (e.g. already revoked). */
+            readonly 409: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Invalid or unknown fields. */
             readonly 422: {
                 headers: {
@@ -1911,6 +2084,169 @@ export interface operations {
             };
             /** @description The API key lacks the scope. */
             readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly create_self_enrolment_v1_self_enrolments_post: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly requestBody: {
+            readonly content: {
+                readonly "application/json": components["schemas"]["SelfEnrolmentBody"];
+            };
+        };
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 201: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["SelfEnrolmentCreated"];
+                };
+            };
+            /** @description Malformed JSON. */
+            readonly 400: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unsupported media type or image format. */
+            readonly 415: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly get_self_enrolment_v1_self_enrolments__enrolment_id__get: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path: {
+                readonly enrolment_id: string;
+            };
+            readonly cookie?: never;
+        };
+        readonly requestBody?: never;
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["SelfEnrolmentView"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such record. */
+            readonly 404: {
                 headers: {
                     readonly [name: string]: unknown;
                 };
@@ -2267,9 +2603,7 @@ export interface operations {
                     readonly [name: string]: unknown;
                 };
                 content: {
-                    readonly "application/json": {
-                        readonly [key: string]: string;
-                    };
+                    readonly "application/json": components["schemas"]["PortalLink"];
                 };
             };
             /** @description Missing, invalid or revoked API key. */

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from gate.clock import aware, utcnow
 from gate.errors import GateError
 
 consent_app = typer.Typer(no_args_is_help=True,
@@ -60,15 +61,11 @@ def _service(data_dir: Path) -> Iterator[Any]:
 
 
 def _keyring(data_dir: Path) -> Any:
-    from gate.consent.service import ConsentConfig
     from gate.consent.tokens import SigningKeyring
     from gate.settings import Settings
 
-    config = ConsentConfig()
-    path = config.signing_key_file or \
-        Settings(data_dir=data_dir).resolved_key_file().parent / "signing.jwk"
     try:
-        return SigningKeyring(path)
+        return SigningKeyring(Settings(data_dir=data_dir).resolved_signing_key_file())
     except GateError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_GATE_ERROR) from None
@@ -84,11 +81,9 @@ def retention_run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
 ) -> None:
     """Erase idle subjects; expire stale requests, links and sessions."""
-    from gate.consent.retention import run_retention
-
-    when = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    when = aware(datetime.fromisoformat(now)) if now else utcnow()
     with _service(data_dir) as svc:
-        report = run_retention(svc.gate, when, max_idle_days, consent=svc, dry_run=dry_run)
+        report = svc.run_retention(when, max_idle_days, dry_run=dry_run)
         _print(report.as_dict())
 
 
@@ -120,14 +115,14 @@ def tokens_retire(
 def tokens_issue(grant_id: str, data_dir: DataDir = Path("data")) -> None:
     """Print a fresh signed token for an active grant."""
     with _service(data_dir) as svc:
-        typer.echo(svc.token_for(grant_id).token)
+        typer.echo(svc.lifecycle.token_for(grant_id).token)
 
 
 @portal_app.command("link")
 def portal_link(subject_id: str, data_dir: DataDir = Path("data")) -> None:
     """Print a one-time portal sign-in link for a subject (send it to them privately)."""
     with _service(data_dir) as svc:
-        typer.echo(svc.portal_link(subject_id))
+        typer.echo(svc.portal.link(subject_id))
 
 
 @webhooks_app.command("set")
@@ -138,4 +133,5 @@ def webhooks_set(
 ) -> None:
     """Register an app's webhook URL; prints the signing secret once."""
     with _service(data_dir) as svc:
-        _print({"app_id": app_id, "url": url, "secret": svc.set_webhook(app_id, url)})
+        _print({"app_id": app_id, "url": url,
+                "secret": svc.requests.set_webhook(app_id, url)})

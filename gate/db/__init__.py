@@ -1,12 +1,17 @@
 """The database: one schema for SQLite (embedded) and PostgreSQL (scaled).
 
-SQLite runs in WAL mode with ``synchronous=FULL`` and every transaction starts with
-``BEGIN IMMEDIATE``, so a write that returned is on disk and writers are serialised (the
-audit chain needs that). PostgreSQL gets the same tables.
+The tables are declared here (and in ``gate.consent.tables``) so Alembic can compare them
+with the database; they are *made* only by the migrations in ``gate/db/migrations``
+(``gate.db.migrate``), in every mode: the embedded SQLite database upgrades itself when a
+gate opens it. SQLite runs in WAL mode with ``synchronous=FULL`` and every transaction
+starts with ``BEGIN IMMEDIATE``, so a write that returned is on disk and writers are
+serialised (the audit chain needs that); its files are private to the service user.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +29,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    make_url,
 )
 from sqlalchemy.engine import Engine
 
@@ -74,6 +80,8 @@ grants = Table(
     Column("uses", Integer, nullable=False, default=0),
     Column("revoked_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    #: How consent was given (gate.types.ConsentRecord as JSON); NULL: not recorded.
+    Column("consent", JSON),
     Index("ix_grants_subject", "subject_id"),
 )
 
@@ -108,6 +116,8 @@ api_keys = Table(
     Column("secret_hash", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    #: Jurisdiction packs of the key's app (None: the deployment's GATE_JURISDICTIONS).
+    Column("jurisdictions", JSON),
 )
 
 #: Small key/value table (schema version, ...).
@@ -120,14 +130,38 @@ gate_meta = Table(
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create the engine and, for SQLite, make it durable and serialised."""
+    """Create the engine and, for SQLite, make it durable, serialised and private."""
     if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None:
+            _private_sqlite_files(path)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                **kwargs)
         _harden_sqlite(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
     return engine
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///...`` URL (None: in memory)."""
+    name = make_url(url).database
+    return Path(name) if name and name != ":memory:" else None
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database, its WAL and shared-memory files are 0600 in a 0700 folder: they hold
+    display names, grants and key hashes. The database file is created 0600 before SQLite
+    opens it; SQLite gives its -wal and -shm files the database file's permissions."""
+    from gate.durable import PRIVATE_FILE_MODE, private_dir
+
+    private_dir(path.parent)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file == path and not file.exists():
+            fd = os.open(file, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE_MODE)
+            os.close(fd)
+        if file.exists() and file.stat().st_mode & 0o077:
+            os.chmod(file, PRIVATE_FILE_MODE)
 
 
 def _harden_sqlite(engine: Engine) -> None:
@@ -144,10 +178,6 @@ def _harden_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
 
 
 # Tables of the consent lifecycle (requests, links, signing keys...) live beside it.

@@ -1,0 +1,191 @@
+"""Identity readings: who each face (and each person named in the prompt) is, for this
+request. A pure function of its inputs, tested with fact tables
+(``tests/unit/test_classify.py``).
+
+Readings, from most permissive to most restrictive: ``self`` (the requester's own
+enrolled face), ``consented`` (a grant covers this request), ``unknown`` (matches nobody
+well enough), ``protected`` with status ``consenting`` (enrolled, but nothing covers this
+request), ``protected`` with status ``protected`` (opted out). When several enrolled people
+match a face, the most restrictive reading wins. A permissive reading needs the stricter
+``allow_threshold``; below it, a match only protects. A face too small or too poor to
+identify is ``unidentifiable`` unless it matched somebody protective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from gate.identity.index import IndexHit
+from gate.types import ConsentNeed, FaceResult, Grant, Requester, Subject
+
+#: Two subjects whose similarities are this close are an ambiguous match.
+AMBIGUITY_MARGIN = 0.05
+#: Identity readings from most permissive to most restrictive.
+RESTRICTIVENESS: Mapping[tuple[str, str | None], int] = {
+    ("self", "consenting"): 0, ("consented", "consenting"): 1, ("unknown", None): 2,
+    ("protected", "consenting"): 3, ("protected", "protected"): 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Calibrated similarity thresholds (cosine) and quality floors (see Settings)."""
+
+    match: float  # protective readings
+    allow: float  # permissive readings (never below ``match``)
+    protected_margin: float
+    min_quality: float
+    min_face_px: int
+    ambiguity_margin: float = AMBIGUITY_MARGIN
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A face as the pipeline saw it, before anyone says who it is."""
+
+    face_ref: str
+    image_index: int
+    frame_index: int
+    role: str
+    bbox: tuple[int, int, int, int]
+    det_score: float
+    quality: float
+    size_px: int
+    age_band: Literal["minor", "adult", "unknown"] | None = None
+    apparent_age: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What the request asks, as far as identity is concerned."""
+
+    operation: str
+    content: frozenset[str]
+    purpose: str | None
+    requester: Requester
+    #: Consent formalities a grant must record to cover this request (jurisdictions).
+    required_formalities: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    faces: tuple[FaceResult, ...]
+    needs: tuple[ConsentNeed, ...]
+    #: The grants that made a face ``consented``, by grant id.
+    covering: Mapping[str, Grant]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    identity: str
+    status: str | None
+    grant: Grant | None = None
+
+
+_ReadFn = Callable[[str, float], _Reading]
+
+
+def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],
+             named: Sequence[str], subjects: Mapping[str, Subject],
+             grants: Mapping[str, Sequence[Grant]], asked: Asked, thresholds: Thresholds,
+             *, now: datetime, count_uses: bool = True) -> Classification:
+    """Readings of every face (``hits[i]`` are face ``i``'s index hits, best first) and of
+    every enrolled person ``named`` in the prompt. ``subjects`` holds the subjects that
+    still exist (one erased between search and lookup reads as nobody)."""
+    results: list[FaceResult] = []
+    covering: dict[str, Grant] = {}
+
+    def read(subject_id: str, similarity: float = 1.0) -> _Reading:
+        subject = subjects.get(subject_id)
+        if subject is None:  # erased meanwhile: nobody
+            return _Reading("unknown", None)
+        if subject.status == "protected":
+            return _Reading("protected", "protected")
+        confident = similarity >= max(thresholds.allow, thresholds.match)
+        req = asked.requester
+        owner = subject.owner
+        if owner is not None and req.user_id is not None and owner.app_id == req.app_id \
+                and owner.user_id == req.user_id:
+            return _Reading("self", subject.status) if confident else _Reading("unknown", None)
+        for grant in grants.get(subject_id, ()):
+            if grant.covers(app_id=req.app_id, user_id=req.user_id, operation=asked.operation,
+                            content=sorted(asked.content), purpose=asked.purpose, now=now,
+                            count_uses=count_uses) \
+                    and asked.required_formalities <= grant.formalities:
+                if not confident:
+                    return _Reading("unknown", None)
+                return _Reading("consented", subject.status, grant)
+        return _Reading("protected", subject.status)
+
+    for face, face_hits in zip(faces, hits, strict=True):
+        reading, subject_id, similarity = _read_face(face_hits, subjects, thresholds, read)
+        if reading.identity == "unknown":
+            subject_id = None
+        poor = face.size_px < thresholds.min_face_px or face.quality < thresholds.min_quality
+        if poor and reading.identity in ("unknown", "consented", "self"):
+            # Too poor to hand anyone a permissive reading; a match still names the
+            # person, so a consent request can reach them.
+            reading = _Reading("unidentifiable", reading.status)
+        if reading.grant is not None:
+            covering[reading.grant.grant_id] = reading.grant
+        results.append(FaceResult(
+            face_ref=face.face_ref, image_index=face.image_index,
+            frame_index=face.frame_index, role=face.role,
+            bbox=face.bbox, det_score=face.det_score, quality=face.quality,
+            size_px=face.size_px, identity=reading.identity,
+            subject_id=subject_id,
+            subject_status=reading.status,
+            similarity=similarity,
+            grant_id=reading.grant.grant_id if reading.grant else None,
+            age_band=face.age_band, apparent_age=face.apparent_age))
+    for n, subject_id in enumerate(dict.fromkeys(named)):
+        reading = read(subject_id)
+        if reading.identity == "unknown":
+            continue
+        if reading.grant is not None:
+            covering[reading.grant.grant_id] = reading.grant
+        results.append(FaceResult(
+            face_ref=f"p{n}", image_index=-1, role="reference", bbox=(0, 0, 0, 0),
+            det_score=0.0, quality=0.0, size_px=0,
+            identity=reading.identity,
+            subject_id=subject_id, subject_status=reading.status,
+            grant_id=reading.grant.grant_id if reading.grant else None, source="prompt"))
+    return Classification(tuple(results), _needs(results, asked), covering)
+
+
+def _read_face(face_hits: Sequence[IndexHit], subjects: Mapping[str, Subject],
+               thresholds: Thresholds, read: _ReadFn
+               ) -> tuple[_Reading, str | None, float | None]:
+    """The most restrictive reading among the close matches of one face."""
+    similarity = round(face_hits[0].similarity, 4) if face_hits else None
+    candidates = [h for h in face_hits
+                  if h.similarity >= thresholds.match and h.subject_id in subjects]
+    if not candidates:
+        return _Reading("unknown", None), None, similarity
+    top = candidates[0].similarity
+    close = [h for h in candidates
+             if h is candidates[0] or h.similarity >= top - thresholds.ambiguity_margin
+             or (subjects[h.subject_id].status == "protected"
+                 and h.similarity >= top - thresholds.protected_margin)]
+    readings = [(h, read(h.subject_id, h.similarity)) for h in close]
+    hit, reading = max(readings, key=lambda r: RESTRICTIVENESS.get(
+        (r[1].identity, r[1].status), 99))
+    return reading, hit.subject_id, round(hit.similarity, 4)
+
+
+def _needs(results: Collection[FaceResult], asked: Asked) -> tuple[ConsentNeed, ...]:
+    """Faces that consent could cover: unknown, unidentifiable, or enrolled and
+    consenting without a covering grant."""
+    req = asked.requester
+    return tuple(
+        ConsentNeed(face_ref=r.face_ref, subject_id=r.subject_id,
+                    operation=asked.operation,
+                    content=sorted(asked.content),
+                    app_id=req.app_id, user_id=req.user_id)
+        for r in results
+        if r.identity in ("unknown", "unidentifiable")
+        or (r.identity == "protected" and r.subject_status == "consenting"))
+

@@ -1,0 +1,189 @@
+"""The 1:N index follows the consent store: built at start, kept in step by the change feed.
+
+The store is the source of truth. ``IndexFollower.load`` fills the index (or opens a
+persisted one and replays only the changes after its checkpoint); ``sync`` applies the
+change feed after the last sequence number applied, so nothing is lost and applying a
+change twice is harmless (a subject's entries are replaced, never appended twice).
+``forget`` is erasure's part: the entries, and any persisted copy of the index, are gone
+before it returns; ``on_forget`` callbacks (the analysis cache) run too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from gate.consent.store import ConsentStore, erasure_digest
+from gate.errors import GateError
+from gate.identity.index import IdentityIndex, IndexHit
+from gate.identity.templates import TemplateCipher
+
+log = logging.getLogger("gate")
+
+
+@dataclasses.dataclass(slots=True)
+class _State:
+    index: IdentityIndex
+    cipher: TemplateCipher
+    seq: int = 0
+    foreign_packs: frozenset[str] = frozenset()
+
+
+class IndexFollower:
+    """Owns the index's view of the store (see module doc). Thread-safe."""
+
+    def __init__(self, store: ConsentStore, index: IdentityIndex, cipher: TemplateCipher, *,
+                 pack_id: str, index_file: Path | None = None,
+                 previous: IndexFollower | None = None) -> None:
+        self.store = store
+        self.pack_id = pack_id
+        self.index_file = index_file
+        self._state = _State(index, cipher)
+        #: erasure digest -> subject id, for the subjects this index holds
+        self._digests: dict[str, str] = {}
+        if previous is not None and previous.index is index:
+            # The same index, rewired (e.g. parts swapped): keep what it already applied.
+            self._state.seq = previous.seq
+            self._state.foreign_packs = previous.foreign_packs
+            self._digests = previous._digests
+        self._lock = threading.RLock()
+        self._on_forget: list[Callable[[], None]] = []
+
+    # -- what others read ----------------------------------------------------------------
+    @property
+    def index(self) -> IdentityIndex:
+        return self._state.index
+
+    @property
+    def cipher(self) -> TemplateCipher:
+        return self._state.cipher
+
+    @property
+    def seq(self) -> int:
+        """The last change-feed sequence number applied."""
+        return self._state.seq
+
+    @property
+    def foreign_packs(self) -> frozenset[str]:
+        """Model packs of stored templates this gate cannot read (re-enrolment needed)."""
+        return self._state.foreign_packs
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[IndexHit]]:
+        """1:N search on the current index (best template per subject, best first)."""
+        return self._state.index.search(queries, k)
+
+    def on_forget(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` whenever a subject is erased (here or on another replica)."""
+        self._on_forget.append(callback)
+
+    def set_cipher(self, cipher: TemplateCipher) -> None:
+        with self._lock:
+            self._state.cipher = cipher
+
+    # -- building and following ------------------------------------------------------------
+    def load(self) -> None:
+        """Build the index from the store, then follow the change feed from its head."""
+        with self._lock:
+            self._state.seq = self.store.epoch()
+            others = frozenset(self.store.template_packs() - {self.pack_id})
+            if others:
+                log.warning("templates from other model packs need re-enrolment",
+                            extra={"packs": sorted(others)})
+            self._state.foreign_packs = others
+            if self._load_persisted():
+                return
+            index = self._state.index
+            index.clear()
+            self._digests.clear()
+            for subject_id, blob in self.store.iter_templates(self.pack_id):
+                vec = self.cipher.decrypt(blob, subject_id=subject_id, pack_id=self.pack_id)
+                index.add(subject_id, vec[None, :])
+                self._digests[erasure_digest(subject_id)] = subject_id
+
+    def _load_persisted(self) -> bool:
+        """Opt-in (``index_file``): open the saved HNSW index; ``sync`` replays the rest."""
+        from gate.identity.ann import HnswIndex
+
+        path = self.index_file
+        if path is None or not path.is_file() or not isinstance(self._state.index, HnswIndex):
+            return False
+        try:
+            saved = HnswIndex.load(path, view=True)
+        except GateError:
+            log.warning("the saved identity index is unusable; rebuilding from the store")
+            return False
+        if saved.checkpoint is None or saved.checkpoint > self._state.seq or \
+                saved.dim != self._state.index.dim:
+            return False
+        self._state.index = saved
+        self._state.seq = saved.checkpoint
+        self._digests = {erasure_digest(s): s for s in saved.subject_ids()}
+        self.sync()
+        return True
+
+    def sync(self) -> int:
+        """Apply consent changes made elsewhere; returns the number applied."""
+        with self._lock:
+            changes = self.store.changes_since(self._state.seq)
+            for seq, kind, named in changes:
+                if kind == "subject_delete":
+                    self._forgotten()
+                    # an erasure names a digest (older databases: the id itself)
+                    subject_id = self._digests.pop(named, None) if named else None
+                    if subject_id is None and named and not named.startswith("erased:"):
+                        subject_id = named
+                    if subject_id is not None:
+                        self._state.index.remove(subject_id)
+                elif kind == "subject_add" and named is not None:
+                    self._state.index.remove(named)
+                    self._add(named)
+                self._state.seq = seq
+            return len(changes)
+
+    def _add(self, subject_id: str) -> None:
+        blobs = self.store.subject_templates(subject_id, self.pack_id)
+        if blobs:
+            vectors = [self.cipher.decrypt(b, subject_id=subject_id, pack_id=self.pack_id)
+                       for b in blobs]
+            self._state.index.add(subject_id, np.stack(vectors))
+            self._digests[erasure_digest(subject_id)] = subject_id
+
+    def forget(self, subject_id: str) -> None:
+        """Erasure: the subject's entries, the persisted index and the caches, now."""
+        with self._lock:
+            self._state.index.remove(subject_id)
+            self._digests.pop(erasure_digest(subject_id), None)
+            self._forgotten()
+
+    def _forgotten(self) -> None:
+        self._drop_persisted()
+        for callback in self._on_forget:
+            callback()
+
+    def _drop_persisted(self) -> None:
+        """A saved index may hold an erased person's templates: delete it (it is written
+        again, without them, at close)."""
+        from gate.identity.ann import SIDE_TABLE_SUFFIX
+
+        path = self.index_file
+        if path is not None:
+            for victim in (path, path.with_name(path.name + SIDE_TABLE_SUFFIX)):
+                victim.unlink(missing_ok=True)
+
+    def save(self) -> None:
+        from gate.identity.ann import HnswIndex
+
+        path = self.index_file
+        with self._lock:
+            if path is not None and isinstance(self._state.index, HnswIndex):
+                self._state.index.save(path, checkpoint=self._state.seq)
+
+    def close(self) -> None:
+        with self._lock:
+            self.save()
+            self._state.index.clear()

@@ -1,0 +1,333 @@
+"""The one face analysis pipeline: decode -> detect -> align -> quality -> age -> embed.
+
+``FaceAnalyzer`` is used by everything that looks at faces: ``FaceGate.check`` (every
+input and output image, every frame of animations and sampled video frames), enrolment,
+liveness bursts and consent requests (``analyse_still``), and the evaluation tooling
+(``largest_face``). Each stage hands the next a frozen value:
+
+    bytes ──decode──► DecodedImage ──detect──► FoundFace ──align──► AlignedFace
+          ──quality, age?, embed (one batch)──► AnalysedFace   (no pixels: cacheable)
+
+Decode limits come from ``Settings`` in one place (``limits_from_settings``). Analyses of
+byte-identical images are cached (sha256 key, short TTL; boxes, quality, vectors, ages;
+never pixels and never decisions), and the cache is emptied by erasure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+from cachetools import TTLCache
+
+from gate.errors import InvalidImage
+from gate.imaging import DecodedImage, DecodeLimits, decode_image
+from gate.imaging.video import VideoLimits, decode_video, is_video
+from gate.vision.age import AgeBand, AgeEstimator
+from gate.vision.align import align_face
+from gate.vision.detect import Detection, FaceDetector, box_iou
+from gate.vision.embed import FaceEmbedder
+from gate.vision.quality import face_quality
+
+if TYPE_CHECKING:
+    from gate.settings import Settings
+    from gate.vision.nudity import NudityClassifier
+
+Box = tuple[float, float, float, float]
+Point = tuple[float, float]
+
+
+# -- staged values ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FoundFace:
+    """Detect: a face in one decoded frame (frame pixel coordinates)."""
+
+    frame_index: int  # the frame's index in the file (animations, videos)
+    frame_pos: int  # position in ``DecodedImage.frames`` (alpha copies share an index)
+    det: Detection
+    scale: float  # frame pixels per original pixel
+
+
+@dataclass(frozen=True, slots=True)
+class AlignedFace:
+    """Align + quality: the 112x112 ArcFace-aligned crop and how identifiable it is."""
+
+    found: FoundFace
+    crop: np.ndarray = field(repr=False)
+    quality: float  # 0..1 (gate.vision.quality)
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysedFace:
+    """What leaves the pipeline: geometry in original pixels, quality, age, template.
+
+    Holds no pixels. ``vector`` is an L2-normalised, read-only float32 template; it never
+    leaves the process (no type that crosses a boundary carries it).
+    """
+
+    frame_index: int
+    bbox_px: Box  # x_min, y_min, x_max, y_max in the original, upright image
+    landmarks_px: tuple[Point, ...]
+    det_score: float
+    size_px: float  # shorter side of the box, original pixels
+    quality: float
+    vector: np.ndarray = field(repr=False)
+    age_years: float | None = None  # only when a request needed it
+    age_band: AgeBand | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageAnalysis:
+    """Every face of one input (all frames), and, when asked, its nudity reading."""
+
+    faces: tuple[AnalysedFace, ...]
+    with_age: bool
+    sexual: bool | None = None  # None: not screened
+
+
+@dataclass(frozen=True, slots=True)
+class StillAnalysis:
+    """One still picture (enrolment photo, liveness frame, consent-request image)."""
+
+    faces: tuple[AnalysedFace, ...]
+    pixel_digest: str  # sha256 of the decoded pixels (not of the file bytes)
+    thumb: np.ndarray = field(repr=False)  # 32x32 grey thumbnail, float32
+
+
+@dataclass(slots=True)
+class StageTimer:
+    """Milliseconds per named stage (summed when a stage runs more than once)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            self.stages[name] = round(self.stages.get(name, 0.0) + elapsed, 3)
+
+
+def limits_from_settings(settings: Settings) -> tuple[DecodeLimits, VideoLimits]:
+    """The decode limits of images and videos: the one place they are derived."""
+    images = DecodeLimits(
+        max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+        max_side_px=settings.max_side_px, max_frames=settings.max_frames,
+        max_total_pixels=settings.max_total_pixels, target_side_px=settings.decode_side_px)
+    videos = VideoLimits(
+        max_bytes=settings.max_video_bytes, max_duration_s=settings.max_video_seconds,
+        max_sampled_frames=settings.max_video_frames,
+        sample_every_s=settings.video_sample_every_s, max_decode_s=settings.check_timeout_s)
+    return images, videos
+
+
+class FaceAnalyzer:
+    """The pipeline (see module doc). Thread-safe; models are shared, not copied."""
+
+    def __init__(self, detector: FaceDetector, embedder: FaceEmbedder, age: AgeEstimator, *,
+                 limits: DecodeLimits, video_limits: VideoLimits,
+                 nudity: NudityClassifier | None = None, cache_items: int = 256,
+                 cache_ttl_s: float = 60.0) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.age = age
+        self.nudity = nudity
+        self.limits = limits
+        self.video_limits = video_limits
+        self._still_limits = replace(limits, max_frames=1)
+        self._cache: TTLCache[str, ImageAnalysis] | None = (
+            TTLCache(maxsize=cache_items, ttl=cache_ttl_s)
+            if cache_items > 0 and cache_ttl_s > 0 else None)
+        self._cache_lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    @property
+    def pack_id(self) -> str:
+        return self.embedder.pack_id
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    # -- requests -----------------------------------------------------------------------
+    def analyse(self, images: Sequence[bytes], *, need_age: bool = False,
+                need_nudity: bool = False, timer: StageTimer | None = None
+                ) -> list[ImageAnalysis]:
+        """One ``ImageAnalysis`` per input (image or video), in order.
+
+        Byte-identical inputs analysed recently come from the cache, unless this request
+        needs what the cached analysis lacks (ages, the nudity reading).
+        """
+        timer = timer or StageTimer()
+        out: list[ImageAnalysis | None] = []
+        fresh: list[tuple[int, str, DecodedImage]] = []
+        for i, data in enumerate(images):
+            key = hashlib.sha256(data).hexdigest()
+            cached = self._cached(key)
+            if cached is not None and ((need_age and not cached.with_age)
+                                       or (need_nudity and cached.sexual is None)):
+                cached = None
+            out.append(cached)
+            if cached is None:
+                with timer.stage("decode"):
+                    decoded = self.decode(data)
+                fresh.append((i, key, decoded))
+        if fresh:
+            found = []
+            with timer.stage("detect"):
+                for _, _, decoded in fresh:
+                    found.append(self.detect(decoded))
+            analyses = self._finish([d for _, _, d in fresh], found, need_age=need_age,
+                                    need_nudity=need_nudity, timer=timer)
+            for (i, key, _), analysis in zip(fresh, analyses, strict=True):
+                out[i] = analysis
+                self._store(key, analysis)
+        return [a for a in out if a is not None]
+
+    def analyse_still(self, data: bytes, *, what: str = "picture") -> StillAnalysis:
+        """Faces, pixel digest and thumbnail of one still picture (first frame only)."""
+        try:
+            decoded = decode_image(data, self._still_limits)
+        except InvalidImage as exc:
+            raise type(exc)(f"{what}: {exc.message}") from exc
+        frame = decoded.frames[0]
+        [analysis] = self._finish([decoded], [self.detect(decoded, first_only=True)],
+                                  need_age=False, need_nudity=False, timer=StageTimer())
+        digest = hashlib.sha256(np.ascontiguousarray(frame.pixels).tobytes()).hexdigest()
+        return StillAnalysis(analysis.faces, digest, _thumb(frame.pixels))
+
+    def largest_face(self, data: bytes) -> AnalysedFace | None:
+        """The largest face of a still picture (evaluation tooling)."""
+        faces = self.analyse_still(data).faces
+        return max(faces, key=lambda f: f.size_px) if faces else None
+
+    # -- stages ---------------------------------------------------------------------------
+    def decode(self, data: bytes) -> DecodedImage:
+        """Images (every frame of an animation) or videos (sampled frames)."""
+        if is_video(data):
+            return decode_video(data, self.video_limits)
+        return decode_image(data, self.limits)
+
+    def detect(self, decoded: DecodedImage, *, first_only: bool = False) -> list[FoundFace]:
+        found: list[FoundFace] = []
+        for pos, frame in enumerate(decoded.frames):
+            if first_only and frame.index != decoded.frames[0].index:
+                continue
+            found += [FoundFace(frame.index, pos, det, frame.scale)
+                      for det in self.detector.detect(frame.pixels)]
+        return _dedupe(found)
+
+    def _finish(self, decoded: Sequence[DecodedImage], found: Sequence[list[FoundFace]], *,
+                need_age: bool, need_nudity: bool, timer: StageTimer) -> list[ImageAnalysis]:
+        """Align, score, estimate ages (when needed) and embed all faces in one batch."""
+        aligned: list[list[AlignedFace]] = []
+        with timer.stage("align"):
+            for image, image_found in zip(decoded, found, strict=True):
+                aligned.append([_align(image.frames[f.frame_pos].pixels, f)
+                                for f in image_found])
+        ages: dict[tuple[int, int], tuple[float | None, AgeBand]] = {}
+        if need_age:
+            with timer.stage("age"):
+                for i, (image, image_aligned) in enumerate(zip(decoded, aligned, strict=True)):
+                    for j, face in enumerate(image_aligned):
+                        det = face.found.det
+                        estimate = self.age.estimate(image.frames[face.found.frame_pos].pixels,
+                                                     det.bbox, det.landmarks_array(), face.crop)
+                        years = None if estimate.years != estimate.years else estimate.years
+                        ages[(i, j)] = (years, estimate.band)
+        flat = [face for faces in aligned for face in faces]
+        with timer.stage("embed"):
+            vectors = self.embedder.embed([f.crop for f in flat]) if flat else \
+                np.zeros((0, self.embedder.dim), np.float32)
+        sexual: list[bool | None] = [None] * len(decoded)
+        if need_nudity and self.nudity is not None:
+            with timer.stage("nudity"):
+                sexual = [any(self.nudity.score(f.pixels).is_sexual for f in image.frames)
+                          for image in decoded]
+        out: list[ImageAnalysis] = []
+        n = 0
+        for i, image_aligned in enumerate(aligned):
+            analysed = []
+            for j, face in enumerate(image_aligned):
+                vector = np.array(vectors[n], dtype=np.float32)
+                vector.setflags(write=False)
+                n += 1
+                years, band = ages.get((i, j), (None, None))
+                analysed.append(_analysed(face, vector, years, band))
+            out.append(ImageAnalysis(tuple(analysed), with_age=need_age, sexual=sexual[i]))
+        return out
+
+    # -- cache ----------------------------------------------------------------------------
+    def _cached(self, key: str) -> ImageAnalysis | None:
+        if self._cache is None:
+            return None
+        with self._cache_lock:
+            found = self._cache.get(key)
+            if found is None:
+                self.cache_misses += 1
+            else:
+                self.cache_hits += 1
+            return found
+
+    def _store(self, key: str, analysis: ImageAnalysis) -> None:
+        if self._cache is not None:
+            with self._cache_lock:
+                self._cache[key] = analysis
+
+    def clear_cache(self) -> None:
+        """Forget every cached analysis (erasure, tests)."""
+        if self._cache is not None:
+            with self._cache_lock:
+                self._cache.clear()
+
+    @property
+    def cached_items(self) -> int:
+        if self._cache is None:
+            return 0
+        with self._cache_lock:
+            self._cache.expire()
+            return len(self._cache)
+
+
+def _align(pixels: np.ndarray, found: FoundFace) -> AlignedFace:
+    crop, points = align_face(pixels, found.det.landmarks_array())
+    return AlignedFace(found, crop, face_quality(found.det, crop, points).score)
+
+
+def _analysed(face: AlignedFace, vector: np.ndarray, years: float | None,
+              band: AgeBand | None) -> AnalysedFace:
+    det, scale = face.found.det, face.found.scale
+    x1, y1, x2, y2 = (v / scale for v in det.bbox)
+    return AnalysedFace(
+        frame_index=face.found.frame_index, bbox_px=(x1, y1, x2, y2),
+        landmarks_px=tuple((x / scale, y / scale) for x, y in det.landmarks),
+        det_score=det.score, size_px=det.size_px / scale, quality=face.quality,
+        vector=vector, age_years=years, age_band=band)
+
+
+def _dedupe(faces: list[FoundFace]) -> list[FoundFace]:
+    """Alpha-composited duplicates of a frame share an index; keep each box once."""
+    kept: list[FoundFace] = []
+    for face in faces:
+        if any(k.frame_index == face.frame_index and box_iou(k.det.bbox, face.det.bbox) > 0.8
+               for k in kept):
+            continue
+        kept.append(face)
+    return kept
+
+
+def _thumb(pixels: np.ndarray) -> np.ndarray:
+    import cv2
+
+    grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.float32)
