@@ -32,7 +32,6 @@ of a bulk load.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import os
@@ -74,8 +73,9 @@ _DTYPES: Final = ("f16", "i8", "f32")
 
 def _usearch_index_class() -> Any:
     """``usearch.index.Index``, imported lazily so exact-only deployments need no usearch."""
-    module = importlib.import_module("usearch.index")
-    return module.Index
+    from usearch.index import Index
+
+    return Index
 
 
 class HnswIndex:

@@ -10,12 +10,12 @@ instead of being stripped.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from gate import __version__
 from gate.errors import GateError
 from gate.proxy.labels import DIGITAL_SOURCE_TYPE, LabelInfo, has_c2pa
 
@@ -39,7 +39,7 @@ def manifest_definition(info: LabelInfo, *, has_parent: bool) -> dict[str, Any]:
         "action": "c2pa.opened", "parameters": {"ingredientIds": [PARENT_LABEL]}} \
         if has_parent else {"action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE}
     return {
-        "claim_generator_info": [{"name": "consent-gate", "version": "0.1.0"}],
+        "claim_generator_info": [{"name": "consent-gate", "version": __version__}],
         "title": f"{info.produce_id}",
         "assertions": [
             {"label": "c2pa.actions", "data": {"actions": [action]}},
@@ -56,7 +56,9 @@ class C2paSigner:
 
     def __init__(self, cert_chain_pem: bytes, private_key_pem: bytes, alg: str = "es256") -> None:
         try:
-            self._c2pa: Any = importlib.import_module("c2pa")
+            import c2pa
+
+            self._c2pa: Any = c2pa
         except ImportError as exc:
             raise ProvenanceError("C2PA signing needs the c2pa-python package") from exc
         if alg not in self._ALGS:

@@ -126,9 +126,14 @@ def test_the_build_puts_the_packs_into_the_package(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "gate", source / "gate", ignore=skip)
     shutil.copytree(POLICIES, source / "policies", ignore=skip)
     lib = tmp_path / "lib"
-    # build_py needs no network and no `wheel`; bdist_wheel zips exactly this tree
+    # build_py needs no `wheel`; bdist_wheel zips exactly this tree. The age weights come
+    # from the verified local copy (the offline path of setup.py), not the network.
+    from gate.vision.age import default_age_model
+
+    build_env = {**os.environ, "GATE_AGE_MODEL_FILE": str(default_age_model())}
     subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
-                   cwd=source, check=True, capture_output=True, timeout=120)
+                   cwd=source, check=True, capture_output=True, timeout=120, env=build_env)
+    assert (lib / "gate" / "_bundled_models" / "age-v1.onnx").is_file()
 
     bundled = lib / "gate" / packs.BUNDLED_NAME
     built = sorted(str(p.relative_to(bundled)) for p in bundled.rglob("*") if p.is_file())

