@@ -53,13 +53,22 @@ def test_normalize_and_distance() -> None:
 def test_hash_of_pixels_and_of_bytes_agree_and_use_threatexchange_bit_order() -> None:
     import pdqhash
 
-    image = textured(11)
+    image = textured(11, (400, 440))  # below HASH_SIDE_PX: hashed as is
     digest, quality = pdq_hash(image)
     assert len(digest) == 64 and 0 <= quality <= 100
     assert pdq_hash(_png(image)) == (digest, quality)
     # python-threatexchange: the bits in vector order, read as one big-endian number
     vector, _ = pdqhash.compute(np.ascontiguousarray(image[:, :, ::-1]))
     assert digest == f"{int(''.join(str(int(b)) for b in vector), 2):064x}"
+
+
+def test_large_images_are_shrunk_first_and_stay_close_to_the_full_size_hash() -> None:
+    import pdqhash
+
+    image = textured(12, (1024, 1280))
+    vector, _ = pdqhash.compute(np.ascontiguousarray(image[:, :, ::-1]))
+    full = f"{int(''.join(str(int(b)) for b in vector), 2):064x}"
+    assert pdq_distance(pdq_hash(image)[0], full) <= 16
 
 
 def test_flat_images_have_low_quality_and_are_not_matched() -> None:
