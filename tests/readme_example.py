@@ -59,7 +59,7 @@ def run(readme: Path, faces: Path, work: Path, cases: tuple[str, ...] = tuple(EX
             "ada_photos": [_read(faces, ADA[0], n) for n in ADA[1]],
             "bob_photos": [_read(faces, BOB[0], n) for n in BOB[1]],
             "photo_jpeg": probes[case]}
-        exec(code, namespace)  # noqa: S102 - the README's own code, on purpose
+        exec(code, namespace)
         d = namespace["d"]
         verdict, identity, rule = EXPECTED[case]
         assert d.verdict == verdict, (case, d.verdict, d.rule_ids)

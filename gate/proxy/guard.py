@@ -1,8 +1,10 @@
 """The proxy's one flow around the engine: check before forwarding, screen and label after.
 
-``Guard.check`` runs ``FaceGate.check`` off the event loop (bounded in number and time; a
-timeout answers 503, never an allow) and raises ``Refused`` (403) unless the verdict is
-allow. ``Guard.release`` screens every generated image with ``FaceGate.check_output``
+``Guard.check`` runs ``FaceGate.check`` on the engine's own bounded workers, within the
+engine's deadline (a timeout is the engine's ``core.fail_closed`` deny, never an allow),
+and raises ``Refused`` (403) unless the verdict is allow. Engine errors are answered with
+the statuses of the sidecar's one table (``gate.api.errors.status_for``).
+``Guard.release`` screens every generated image with ``FaceGate.check_output``
 (which can only tighten) and applies the image obligations of both decisions:
 ``label_ai_content`` (implicit metadata label) and ``embed_c2pa_manifest`` (a signed C2PA
 manifest; without a configured signer the output is withheld, 503, since an obligation
@@ -13,15 +15,15 @@ are reported in the ``X-Gate-Obligations`` header.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 from pydantic import ValidationError
 
+from gate.api.errors import status_for
 from gate.engine import FaceGate
 from gate.errors import GateError, InvalidImage, InvalidRequest
 from gate.imaging.decode import sniff_format
@@ -61,17 +63,6 @@ class Guard:
         self.gate = gate
         self.settings = settings
         self.signer = signer
-        self._limiter = anyio.CapacityLimiter(settings.max_concurrent_checks)
-
-    async def _engine(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        try:
-            with anyio.fail_after(self.settings.check_timeout_s):
-                return await anyio.to_thread.run_sync(
-                    functools.partial(fn, *args, **kwargs), limiter=self._limiter,
-                    abandon_on_cancel=True)
-        except TimeoutError:
-            raise ProxyError(503, "check_timeout", "the consent gate did not answer in time; "
-                             "the request was not forwarded") from None
 
     async def check(self, caller: Caller, fields: GateFields, *,
                     prescreen: bool = False) -> Decision:
@@ -93,11 +84,12 @@ class Guard:
             raise Malformed(f"the request cannot be checked: {where} is invalid",
                             param=where or None) from None
         try:
-            decision = await self._engine(self.gate.check, request)
+            decision = await self.gate.check_async(request)
         except (InvalidImage, InvalidRequest) as exc:
-            raise ProxyError(400, exc.code, exc.message) from None
+            raise ProxyError(status_for(exc), exc.code, exc.message) from None
         except GateError as exc:
-            raise ProxyError(503, exc.code, "the consent gate is unavailable") from None
+            raise ProxyError(status_for(exc), exc.code,
+                             "the consent gate is unavailable") from None
         if decision.verdict == "deny" or not (decision.allowed or prescreen):
             raise Refused(decision, stage="input")
         return decision
@@ -112,15 +104,16 @@ class Guard:
         out: list[Released] = []
         for image in images:
             try:
-                screened = await self._engine(
-                    self.gate.check_output, image, request_id=decision.request_id,
+                screened = await self.gate.check_output_async(
+                    image, request_id=decision.request_id,
                     requester=requester, operation=fields.operation,
                     content=decision.content or ["general"], prompt=fields.prompt)
             except InvalidImage as exc:
                 raise BadUpstream(f"an output image cannot be screened: {exc.message}",
                                   code="invalid_upstream_image") from None
             except GateError as exc:
-                raise ProxyError(503, exc.code, "the consent gate is unavailable") from None
+                raise ProxyError(status_for(exc), exc.code,
+                                 "the consent gate is unavailable") from None
             if not screened.allowed:
                 raise Refused(screened, stage="output")
             obligations = tuple(dict.fromkeys([*decision.obligations, *screened.obligations]))

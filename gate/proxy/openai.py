@@ -326,6 +326,7 @@ def with_images(doc: dict[str, Any], images: Sequence[bytes]) -> dict[str, Any]:
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "invalid_request_error", 413: "invalid_request_error",
+          415: "invalid_request_error",
           422: "invalid_request_error", 429: "rate_limit_error"}
 
 

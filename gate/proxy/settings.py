@@ -1,6 +1,7 @@
 """Knobs of the proxy, read from the environment with the ``GATE_PROXY_`` prefix.
 
-The engine's own settings stay in ``gate.settings.Settings`` (``GATE_`` prefix).
+The engine's own settings stay in ``gate.settings.Settings`` (``GATE_`` prefix), among them
+the check deadline and the number of concurrent checks: the proxy adds none of its own.
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ class ProxySettings(BaseSettings):
     max_response_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     #: Seconds an upstream call may take (generations are slow).
     upstream_timeout_s: float = Field(default=300.0, gt=0.0)
-    #: Seconds a decision may take before the request answers 503 (never an allow).
-    check_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
-    #: Decisions computed at once (the rest wait their turn).
-    max_concurrent_checks: int = Field(default=4, ge=1, le=256)
     #: Per-key token bucket (requests per second; 0 turns it off) and burst.
     rate_limit_per_s: float = Field(default=0.0, ge=0.0)
     rate_limit_burst: int = Field(default=100, ge=1)

@@ -22,7 +22,7 @@ from gate.proxy.types import BadUpstream, Forward, ProxyError
 _DROP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length", "content-type",
-    "accept-encoding", "expect",
+    "accept-encoding", "expect", "content-encoding",
 })
 
 
