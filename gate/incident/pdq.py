@@ -51,8 +51,10 @@ __all__ = [
     "InvalidHash",
     "PdqBlocklist",
     "PdqMatch",
+    "PdqUnavailable",
     "hash_frames",
     "normalize_pdq",
+    "pdq_backend",
     "pdq_distance",
     "pdq_hash",
     "pdq_hashes",
@@ -75,6 +77,22 @@ PDQ_QUALITY_THRESHOLD: Final = 50
 HASH_SIDE_PX: Final = 448
 
 _HEX: Final = re.compile(r"[0-9a-f]{64}")
+
+
+class PdqUnavailable(GateError):
+    """The ``pdqhash`` package (PDQ's C++ reference code) is not installed."""
+
+    code = "pdq_unavailable"
+
+
+def pdq_backend() -> Any:
+    """The ``pdqhash`` module; call once at start-up so a missing build fails early."""
+    try:
+        return importlib.import_module("pdqhash")
+    except ImportError as exc:
+        raise PdqUnavailable("PDQ hashing needs the pdqhash package (pip install "
+                             "pdqhash==0.2.8; it builds from source with a C++ compiler)"
+                             ) from exc
 
 
 class InvalidHash(GateError):
@@ -119,7 +137,7 @@ def _shrink(bgr: Pixels) -> Pixels:
 
 def _compute(bgr: Pixels) -> tuple[str, int]:
     """PDQ of BGR pixels: shrunk to HASH_SIDE_PX (area filter), then RGB for pdqhash."""
-    pdqhash: Any = importlib.import_module("pdqhash")  # C++ reference code, loaded lazily
+    pdqhash = pdq_backend()  # C++ reference code, imported on first use
 
     bgr = _shrink(bgr)
     vector, quality = pdqhash.compute(np.ascontiguousarray(bgr[:, :, ::-1]))

@@ -17,6 +17,7 @@ from gate.incident.pdq import (
     InvalidHash,
     PdqBlocklist,
     PdqMatch,
+    PdqUnavailable,
     normalize_pdq,
     pdq_distance,
     pdq_hash,
@@ -95,6 +96,15 @@ def test_bad_bytes_are_invalid_images(bad: bytes) -> None:
         pdq_hashes(bad)
     with pytest.raises(InvalidImage):
         pdq_hash(bad)
+
+
+def test_missing_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pdqhash", None)  # import now raises ImportError
+    with pytest.raises(PdqUnavailable, match="pdqhash") as caught:
+        pdq_hash(textured(13))
+    assert caught.value.code == "pdq_unavailable"
 
 
 def test_bad_pixels_are_refused() -> None:
