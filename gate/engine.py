@@ -49,6 +49,7 @@ from gate.identity.index import IdentityIndex
 from gate.identity.templates import TemplateCipher
 from gate.pipeline import FaceAnalyzer, ImageAnalysis, StageTimer, limits_from_settings
 from gate.policy.evaluate import FaceFacts, PolicyEngine, RequestFacts
+from gate.policy.jurisdictions import PolicyLibrary, PolicySet
 from gate.settings import Settings
 from gate.types import (
     AuditVerification,
@@ -84,7 +85,9 @@ class Parts:
     age: AgeEstimator
     index: IdentityIndex
     store: ConsentStore
-    policy: PolicyEngine
+    #: The base policy and the jurisdiction packs (``PolicyLibrary``: one ``PolicySet``
+    #: per selection of packs), or one plain ``PolicyEngine`` (no packs).
+    policy: PolicyLibrary | PolicyEngine
     audit: AuditSink
     cipher: TemplateCipher
     audit_key: bytes
@@ -125,6 +128,7 @@ class FaceGate:
         self.pool = WorkPool(settings.check_workers, settings.check_timeout_s,
                              name="gate-check")
         self._wire(parts)
+        self._integrity_problem(force=True)
         try:
             self.follower.load()
         except TemplateKeyMismatch as exc:
@@ -305,20 +309,35 @@ class FaceGate:
 
         Returns the new policy version. Decisions keep using the previous, valid policy.
         """
-        from gate.policy.evaluate import RulePolicyEngine
-        from gate.policy.load import load_policy
-
         source = path or self.settings.policy_file
         try:
-            engine = RulePolicyEngine(load_policy(source))
+            library = PolicyLibrary(source)
         except GateError:
             log.error("policy reload failed; keeping the last good policy",
-                      extra={"policy_version": self._parts.policy.version})
+                      extra={"policy_version": self.policy_for(self._parts).version})
             raise
         with self._lock:
-            self._parts = dataclasses.replace(self._parts, policy=engine)
-        self.lifecycle._audit("policy_reload", [], engine.version)
-        return engine.version
+            self._parts = dataclasses.replace(self._parts, policy=library)
+        version = self.policy_for(self._parts).version
+        self.lifecycle._audit("policy_reload", [], version)
+        return version
+
+    def formalities_for(self, operation: str, content: Sequence[str],
+                        jurisdictions: Sequence[str] = ()) -> frozenset[str]:
+        """How consent to ``operation`` on ``content`` must be given under the deployment's
+        jurisdictions and ``jurisdictions`` (e.g. ``{"written_release"}`` for us-il)."""
+        policy = self.policy_for(self._parts, jurisdictions)
+        if not isinstance(policy, PolicySet):
+            return frozenset()
+        return policy.required_formalities(operation, content)
+
+    def policy_for(self, parts: Parts, extra: Sequence[str] = ()) -> PolicyEngine:
+        """The policy of a decision: the base composed with the deployment's
+        jurisdiction packs and any ``extra`` codes (an app's); a plain engine as is."""
+        policy = parts.policy
+        if isinstance(policy, PolicyLibrary):
+            return policy.policy_set([*self.settings.jurisdiction_codes, *extra])
+        return policy
 
     # -- audit and health ---------------------------------------------------------------
     def verify_audit(self) -> AuditVerification:
@@ -334,7 +353,7 @@ class FaceGate:
         stored templates readable. Any false check means checks are denied."""
         parts = self._parts
         checks = {"models": parts.detector is not None and parts.embedder is not None,
-                  "policy": bool(parts.policy.version), "database": True,
+                  "policy": bool(self.policy_for(parts).version), "database": True,
                   "open": not self._closed, "model_pack": not self.follower.foreign_packs,
                   "template_key": self._problem != "template_key", "integrity": True}
         try:
@@ -386,21 +405,23 @@ class FaceGate:
 
     def check_output(self, image: bytes, *, request_id: str, requester: Requester,
                      operation: str = "txt2img", content: Sequence[str] = ("general",),
-                     prompt: str = "") -> Decision:
+                     prompt: str = "", jurisdictions: Sequence[str] = ()) -> Decision:
         """Screen a generated image; the result can only tighten the input decision.
 
         The input check already counted the use of a limited grant: screening its output
         neither counts it again nor fails because that use was the last one.
         """
         return self._run(_output_request(image, request_id, requester, operation, content,
-                                         prompt), for_output=True)
+                                         prompt, jurisdictions), for_output=True)
 
     async def check_output_async(self, image: bytes, *, request_id: str, requester: Requester,
                                  operation: str = "txt2img",
                                  content: Sequence[str] = ("general",),
-                                 prompt: str = "") -> Decision:
+                                 prompt: str = "", jurisdictions: Sequence[str] = ()
+                                 ) -> Decision:
         return await self._run_async(_output_request(
-            image, request_id, requester, operation, content, prompt), for_output=True)
+            image, request_id, requester, operation, content, prompt, jurisdictions),
+            for_output=True)
 
     def _start(self, request: GateRequest, for_output: bool
                ) -> tuple[str, StageTimer, _Outcome, concurrent.futures.Future[Decision]]:
@@ -449,7 +470,7 @@ class FaceGate:
         except (concurrent.futures.TimeoutError, GateError, _Superseded):
             log.error("a decision claimed its outcome but did not finish; denied",
                       extra={"request_id": request_id})
-            return _denied(request_id, self._parts.policy.version, "timeout", timer)
+            return _denied(request_id, self.policy_for(self._parts).version, "timeout", timer)
 
     def _decide_safely(self, request: GateRequest, request_id: str, timer: StageTimer,
                        outcome: _Outcome, for_output: bool) -> Decision:
@@ -469,6 +490,7 @@ class FaceGate:
     def _decide(self, request: GateRequest, request_id: str, timer: StageTimer,
                 outcome: _Outcome, for_output: bool) -> Decision:
         parts = self._parts  # one snapshot per decision: policy, store, audit...
+        policy = self.policy_for(parts, request.jurisdictions)
         self._ensure_ready()
         with timer.stage("sync"):
             self.follower.sync()
@@ -493,25 +515,32 @@ class FaceGate:
             subjects = {s: found for s in matched
                         if (found := parts.store.get_subject(s)) is not None}
             grants = parts.store.grants_for(subjects)
+            required = policy.required_formalities(request.operation, content) \
+                if isinstance(policy, PolicySet) else frozenset()
             asked = Asked(operation=request.operation, content=frozenset(content),
-                          purpose=request.purpose, requester=request.requester)
+                          purpose=request.purpose, requester=request.requester,
+                          required_formalities=required)
             result = classify(observations, hits, named, subjects, grants, asked,
                               self._thresholds(), now=utcnow(), count_uses=not for_output)
         with timer.stage("policy"):
-            evaluation = parts.policy.evaluate(_facts(request, content, result.faces,
-                                                      result.covering))
+            evaluation = policy.evaluate(_facts(request, content, result.faces,
+                                                result.covering, subjects))
         verdict, reasons = evaluation.verdict, list(evaluation.reasons)
+        if verdict == "needs_consent" and result.formality_gaps:
+            reasons += _formality_reasons(policy, request.operation, content,
+                                          result.formality_gaps)
         if not outcome.claim("worker"):
             raise _Superseded()  # the timeout answered for this request already
         if verdict == "allow" and not for_output:
             verdict, reasons = self._consume_uses(result.faces, result.covering, verdict,
                                                   reasons, parts)
         decision = Decision(
-            verdict=verdict, request_id=request_id, policy_version=parts.policy.version,
+            verdict=verdict, request_id=request_id, policy_version=policy.version,
             reasons=reasons, faces=list(result.faces),
             obligations=list(evaluation.obligations) if verdict == "allow" else [],
             consent_needed=list(result.needs) if verdict == "needs_consent" else [],
             content=sorted(content), latency_ms=dict(timer.stages),
+            jurisdictions=list(evaluation.jurisdictions),
         )
         with timer.stage("audit"):
             self._audit_decision(request, decision, text_rules, parts)
@@ -558,7 +587,7 @@ class FaceGate:
     def _fault(self, request: GateRequest, request_id: str, fault: str,
                timer: StageTimer) -> Decision:
         log.error("check failed closed", extra={"request_id": request_id, "fault": fault})
-        decision = _denied(request_id, self._parts.policy.version, fault, timer)
+        decision = _denied(request_id, self.policy_for(self._parts).version, fault, timer)
         try:
             self._audit_decision(request, decision, [], self._parts)
         except Exception:  # noqa: BLE001 -- the deny stands even if it cannot be audited
@@ -581,16 +610,18 @@ class FaceGate:
             "image_sha256s": [img.sha256 for img in request.images],
             "text_rules": text_rules,
             "policy_version": decision.policy_version,
+            "jurisdictions": decision.jurisdictions,
         })
 
 
 # -- pure helpers of the decision --------------------------------------------------------
 def _output_request(image: bytes, request_id: str, requester: Requester, operation: str,
-                    content: Sequence[str], prompt: str) -> GateRequest:
-    return GateRequest(operation=operation,
-                       images=[ImageInput(role="output", data=image)],
-                       content=list(content), prompt=prompt,
-                       requester=requester, request_id=request_id)
+                    content: Sequence[str], prompt: str,
+                    jurisdictions: Sequence[str] = ()) -> GateRequest:
+    return GateRequest.model_validate({
+        "operation": operation, "images": [ImageInput(role="output", data=image)],
+        "content": list(content), "prompt": prompt, "requester": requester,
+        "request_id": request_id, "jurisdictions": list(jurisdictions)})
 
 
 def _denied(request_id: str, policy_version: str, fault: str, timer: StageTimer) -> Decision:
@@ -643,7 +674,11 @@ def _observations(request: GateRequest, analyses: Sequence[ImageAnalysis]
 
 
 def _facts(request: GateRequest, content: set[str], faces: Sequence[FaceResult],
-           covering: Mapping[str, Grant]) -> RequestFacts:
+           covering: Mapping[str, Grant], subjects: Mapping[str, Subject]) -> RequestFacts:
+    def minor(subject_id: str | None) -> bool:
+        subject = subjects.get(subject_id) if subject_id else None
+        return bool(subject and subject.guardian)
+
     return RequestFacts(
         operation=request.operation, content=frozenset(content),
         app_id=request.requester.app_id, user_id=request.requester.user_id,
@@ -651,6 +686,27 @@ def _facts(request: GateRequest, content: set[str], faces: Sequence[FaceResult],
                               source=r.source, subject_status=r.subject_status,
                               age_band=r.age_band or "unknown",
                               grant_purpose=covering[r.grant_id].purpose if r.grant_id
-                              else None)
+                              else None,
+                              grant_formalities=covering[r.grant_id].formalities
+                              if r.grant_id else frozenset(),
+                              subject_minor=minor(r.subject_id))
                     for r in faces),
     )
+
+
+def _formality_reasons(policy: PolicyEngine, operation: str, content: set[str],
+                       gaps: Mapping[str, frozenset[str]]) -> list[Reason]:
+    """Why a grant of the right scope did not cover a face: the requirement ids (and
+    sources) of the formalities it lacked."""
+    if not isinstance(policy, PolicySet):
+        return []
+    out: list[Reason] = []
+    for face_ref, missing in gaps.items():
+        for need in policy.formality_needs(operation, content):
+            if need.formality in missing:
+                out.append(Reason(
+                    rule_id=need.requirement.id, effect="needs_consent", face_ref=face_ref,
+                    message=f"the grant covers this use, but consent must be given as "
+                            f"{need.formality.replace('_', ' ')} here: "
+                            f"{need.requirement.message}"))
+    return out

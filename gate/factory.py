@@ -132,10 +132,11 @@ def build_gate(settings: Settings, **given: Any) -> FaceGate:
     from gate.durable import private_dir
     from gate.engine import FaceGate, Parts
     from gate.identity.templates import TemplateCipher, load_keyring, load_or_create_key
-    from gate.policy.evaluate import RulePolicyEngine
-    from gate.policy.load import load_policy
+    from gate.imaging.decode import BUDGET
+    from gate.policy.jurisdictions import PolicyLibrary
 
-    policy = given.pop("policy", None) or RulePolicyEngine(load_policy(settings.policy_file))
+    BUDGET.capacity = settings.decode_budget_pixels
+    policy = given.pop("policy", None) or PolicyLibrary(settings.policy_file)
     detector = given.pop("detector", None) or build_robust_detector(settings)
     embedder = given.pop("embedder", None)
     if embedder is None:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gate.errors import GateError
 from gate.policy.packs import default_policy_file, packs_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +101,10 @@ class Settings(BaseSettings):
     max_total_pixels: int = Field(default=200_000_000, ge=1024)
     #: Longest side of decoded frames (downscale-on-decode; JPEG never decodes more).
     decode_side_px: int = Field(default=2048, ge=256)
+    #: Pixels being decoded at once in the process, across every request (a bound on
+    #: decode memory: ~4 bytes each; larger images wait their turn, one bigger than the
+    #: whole budget decodes alone). Process-wide: the last gate opened sets it.
+    decode_budget_pixels: int = Field(default=64_000_000, ge=1_000_000)
 
     # --- video (video_face_swap and any input that is a video) ---------------------------
     max_video_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
@@ -132,6 +137,11 @@ class Settings(BaseSettings):
     #: A policy file, or the name of a pack that ships with the gate (``default``,
     #: ``creative-app``, ``self-portrait-only``; with or without ``.yaml``).
     policy_file: Path = DEFAULT_POLICY
+    #: Jurisdiction packs composed with the policy for every decision (most protective
+    #: wins): comma-separated codes ``cn``, ``eu``, ``us-il``, ``us-tx``, ``us-wa``, ``us``
+    #: (a state implies ``us``). Each app may add its own (``gate keys create
+    #: --jurisdictions``). See docs/jurisdictions.md.
+    jurisdictions: str = ""
     #: Template encryption key file (32 bytes, base64); created with 0600 if missing.
     key_file: Path | None = None
     #: Ed25519 keyring that signs grant tokens; default ``signing.jwk`` beside the
@@ -141,6 +151,21 @@ class Settings(BaseSettings):
     consent_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     #: The used-up state of counted grants reaches the revocation feed within this.
     consent_revocation_resync_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("jurisdictions", mode="after")
+    @classmethod
+    def _known_jurisdictions(cls, value: str) -> str:
+        """An unknown code stops start-up, naming it and the valid ones."""
+        from gate.policy.jurisdictions import parse_jurisdictions
+
+        try:
+            return ",".join(parse_jurisdictions(value))
+        except GateError as exc:
+            raise ValueError(exc.message) from None
+
+    @property
+    def jurisdiction_codes(self) -> tuple[str, ...]:
+        return tuple(c for c in self.jurisdictions.split(",") if c)
 
     @field_validator("policy_file", mode="after")
     @classmethod

@@ -43,6 +43,13 @@ Role = Literal["source", "target", "reference", "init", "mask", "training", "out
 ROLES: tuple[str, ...] = get_args(Role)
 
 Verdict = Literal["allow", "needs_consent", "deny"]
+#: Jurisdiction packs (policies/jurisdictions/), in canonical order.
+JurisdictionCode = Literal["cn", "eu", "us-il", "us-tx", "us-wa", "us"]
+JURISDICTION_CODES: tuple[str, ...] = get_args(JurisdictionCode)
+#: How consent was given; jurisdiction packs may require some (docs/jurisdictions.md).
+Formality = Literal["separate_consent", "explicit_consent", "written_release",
+                    "guardian_consent", "informed_consent"]
+FORMALITIES: tuple[str, ...] = get_args(Formality)
 Identity = Literal["self", "consented", "protected", "unknown", "unidentifiable"]
 SubjectStatus = Literal["consenting", "protected"]
 
@@ -117,6 +124,9 @@ class GateRequest(_Frozen):
     purpose: str | None = Field(default=None, max_length=200)
     requester: Requester
     request_id: str | None = Field(default=None, max_length=64)
+    #: Jurisdiction packs applied on top of the deployment's (``GATE_JURISDICTIONS``).
+    #: Packs only tighten, so a request can add packs but never remove one.
+    jurisdictions: list[JurisdictionCode] = Field(default_factory=list, max_length=6)
 
     @field_validator("content")
     @classmethod
@@ -163,6 +173,9 @@ class ConsentNeed(_Frozen):
     content: list[ContentCategory]
     app_id: str
     user_id: str | None = None
+    #: How the consent must be given where the app runs (jurisdiction packs), e.g.
+    #: ``written_release``; a grant without them does not cover the request there.
+    formalities: list[Formality] = Field(default_factory=list)
 
 
 class Decision(_Frozen):
@@ -175,6 +188,8 @@ class Decision(_Frozen):
     faces: list[FaceResult]
     obligations: list[str] = Field(default_factory=list)
     consent_needed: list[ConsentNeed] = Field(default_factory=list)
+    #: The jurisdiction packs that applied (``GATE_JURISDICTIONS`` and the app's).
+    jurisdictions: list[JurisdictionCode] = Field(default_factory=list)
     content: list[ContentCategory] = Field(default_factory=list)
     latency_ms: dict[str, float] = Field(default_factory=dict)
 
@@ -223,10 +238,6 @@ class GrantScope(_Frozen):
         return self.purpose is None or self.purpose == purpose
 
 
-#: How consent was given; jurisdiction packs may require one (docs/jurisdictions.md).
-Formality = Literal["explicit_consent", "separate_consent", "written_release",
-                    "guardian_consent"]
-FORMALITIES: tuple[str, ...] = get_args(Formality)
 
 
 class ConsentRecord(_Frozen):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -108,9 +109,11 @@ async def _read(request: Request, json_model: type[M], form_model: type[F],
     raise UnsupportedBody("send application/json or multipart/form-data")
 
 
-def _gate_request(data: dict[str, Any], app_id: str, request_id: str) -> GateRequest:
+def _gate_request(data: dict[str, Any], app_id: str, request_id: str,
+                  jurisdictions: Sequence[str] = ()) -> GateRequest:
     user_id = data.pop("user_id", None)
     data["request_id"] = data.get("request_id") or request_id
+    data["jurisdictions"] = list(jurisdictions)
     try:
         return GateRequest.model_validate(
             {**data, "requester": Requester(app_id=app_id, user_id=user_id)})
@@ -118,8 +121,10 @@ def _gate_request(data: dict[str, Any], app_id: str, request_id: str) -> GateReq
         raise RequestValidationError(exc.errors(include_input=False)) from None
 
 
-async def read_check(request: Request, app_id: str) -> GateRequest:
-    """The GateRequest of ``POST /v1/check``; the requester's app is the key's."""
+async def read_check(request: Request, app_id: str,
+                     jurisdictions: Sequence[str] = ()) -> GateRequest:
+    """The GateRequest of ``POST /v1/check``; the requester's app (and the jurisdiction
+    packs it adds) are the key's."""
     body, files = await _read(request, CheckBody, CheckFields, set(CHECK_FILE_FIELDS))
     if isinstance(body, CheckBody):
         images = [ImageInput(role=img.role, data=b64(img.data_b64, f"images.{i}.data_b64"))
@@ -127,7 +132,8 @@ async def read_check(request: Request, app_id: str) -> GateRequest:
     else:
         images = [ImageInput(role=role, data=data) for role, data in files]
     data = body.model_dump(exclude={"images"})
-    return _gate_request({**data, "images": images}, app_id, request.state.request_id)
+    return _gate_request({**data, "images": images}, app_id, request.state.request_id,
+                         jurisdictions)
 
 
 async def read_check_output(request: Request) -> tuple[CheckOutputFields, bytes]:

@@ -70,18 +70,23 @@ def serve_command(
 def keys_create(
     app_id: Annotated[str, typer.Option("--app", help="The app (tenant) the key acts for.")],
     scopes: Annotated[str, typer.Option(help="Comma-separated: check, admin.")] = "check",
+    jurisdictions: Annotated[str, typer.Option(
+        help="Jurisdiction packs this app's decisions add (cn, eu, us-il, us-tx, us-wa, "
+             "us), comma-separated.")] = "",
     data_dir: DataDir = Path("data"),
     as_json: JsonOut = False,
 ) -> None:
     """Create a key. The secret is printed once and only its hash is stored."""
     store = _key_store(data_dir)
     try:
-        new = store.create(app_id, scopes.split(","))
+        new = store.create(app_id, scopes.split(","), jurisdictions)
     finally:
         store.close()
     if as_json:
         typer.echo(json.dumps({"key_id": new.key.key_id, "app_id": new.key.app_id,
-                               "scopes": sorted(new.key.scopes), "api_key": new.token}))
+                               "scopes": sorted(new.key.scopes),
+                               "jurisdictions": list(new.key.jurisdictions),
+                               "api_key": new.token}))
     else:
         typer.echo(new.token)
         typer.echo(f"key {new.key.key_id} for app {new.key.app_id} "

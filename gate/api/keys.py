@@ -41,6 +41,8 @@ class ApiKey:
     scopes: frozenset[str]
     created_at: datetime
     revoked_at: datetime | None = None
+    #: Jurisdiction packs this app's decisions add to the deployment's.
+    jurisdictions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,12 @@ class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine  # the schema is made by gate.db.migrate.ensure_schema
 
-    def create(self, app_id: str, scopes: Iterable[str]) -> NewKey:
+    def create(self, app_id: str, scopes: Iterable[str],
+               jurisdictions: str | Iterable[str] = ()) -> NewKey:
+        """A new key; ``jurisdictions`` are packs every decision of this key's app adds."""
+        from gate.policy.jurisdictions import parse_jurisdictions
+
+        codes = parse_jurisdictions(jurisdictions)
         wanted = frozenset(s.strip() for s in scopes if s.strip())
         if not wanted or not wanted <= set(SCOPES):
             raise InvalidRequest(f"scopes must be a non-empty subset of {list(SCOPES)}",
@@ -69,12 +76,14 @@ class KeyStore:
         if not _APP_RE.match(app_id):
             raise InvalidRequest("app id must be 1-128 letters, digits or ._:-", field="app")
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-        key = ApiKey(key_id=key_id, app_id=app_id, scopes=wanted, created_at=utcnow())
+        key = ApiKey(key_id=key_id, app_id=app_id, scopes=wanted, created_at=utcnow(),
+                     jurisdictions=codes)
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(db.api_keys).values(
                     key_id=key_id, app_id=app_id, scopes=sorted(wanted),
-                    secret_hash=_hash(secret), created_at=key.created_at))
+                    secret_hash=_hash(secret), created_at=key.created_at,
+                    jurisdictions=list(codes) or None))
         except SQLAlchemyError as exc:
             raise StorageError("the key could not be stored") from exc
         return NewKey(key=key, token=f"gk_{key_id}_{secret}")
@@ -124,7 +133,8 @@ class KeyStore:
     def _from_row(row: Any) -> ApiKey:
         return ApiKey(key_id=row.key_id, app_id=row.app_id, scopes=frozenset(row.scopes),
                       created_at=aware(row.created_at),
-                      revoked_at=aware(row.revoked_at))
+                      revoked_at=aware(row.revoked_at),
+                      jurisdictions=tuple(row.jurisdictions or ()))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -41,7 +41,10 @@ from gate.consent.proof import IdentityMismatch, Proof
 from gate.consent.store import Person
 from gate.errors import ConsentError, InvalidRequest, NotFound
 from gate.pipeline import AnalysedFace
-from gate.types import CONTENT_CATEGORIES, OPERATIONS, ConsentRecord
+from gate.types import CONTENT_CATEGORIES, OPERATIONS, ConsentRecord, Formality, Grant
+
+#: (operation, content, jurisdictions) -> the formalities consent must meet there.
+FormalityRule = Callable[[str, Sequence[str], Sequence[str]], frozenset[str]]
 
 log = logging.getLogger("gate.consent")
 
@@ -71,6 +74,8 @@ class ConsentRequest(BaseModel):
     grant_id: str | None = None
     #: The signed grant (compact JWS), only in the app's poll answer once granted.
     grant_token: str | None = None
+    #: How consent must be given where the app runs (jurisdiction packs).
+    formalities: list[str] = []
     created_at: datetime
     expires_at: datetime
     resolved_at: datetime | None = None
@@ -80,50 +85,129 @@ class WebhookSignatureInvalid(ConsentError):
     code = "webhook_signature_invalid"
 
 
-# -- plain language ---------------------------------------------------------------------
-_OPERATIONS = {
-    "txt2img": "generating new pictures that show you",
-    "img2img": "making new pictures from a picture of you",
-    "inpaint": "editing parts of a picture of you",
-    "face_swap": "putting your face onto someone else's body or into other pictures",
-    "face_restore": "restoring or enhancing your face in a picture",
-    "avatar_train": "training an AI model (an avatar) on your face",
-    "video_face_swap": "putting your face into videos",
-    "edit": "editing pictures of you",
-    "nudify": "making nude pictures of you",
+# -- plain language (EN and ZH) ----------------------------------------------------------
+Locale = Literal["en", "zh"]
+LOCALES: tuple[str, ...] = ("en", "zh")
+
+_OPERATIONS: dict[str, dict[str, str]] = {
+    "en": {
+        "txt2img": "generating new pictures that show you",
+        "img2img": "making new pictures from a picture of you",
+        "inpaint": "editing parts of a picture of you",
+        "face_swap": "putting your face onto someone else's body or into other pictures",
+        "face_restore": "restoring or enhancing your face in a picture",
+        "avatar_train": "training an AI model (an avatar) on your face",
+        "video_face_swap": "putting your face into videos",
+        "edit": "editing pictures of you",
+        "nudify": "making nude pictures of you",
+    },
+    "zh": {
+        "txt2img": "生成含有您形象的新图片",
+        "img2img": "根据您的照片生成新图片",
+        "inpaint": "修改您照片中的部分内容",
+        "face_swap": "把您的脸换到他人身体上或其他图片中（换脸）",
+        "face_restore": "修复或增强照片中您的面部",
+        "avatar_train": "用您的面部训练 AI 模型（数字分身）",
+        "video_face_swap": "把您的脸换到视频中",
+        "edit": "编辑您的照片",
+        "nudify": "生成您的裸体图片",
+    },
 }
-_CONTENT = {
-    "general": "ordinary pictures (nothing sexual, violent or political)",
-    "sexual": "SEXUAL or NUDE pictures",
-    "violent": "VIOLENT pictures",
-    "political": "POLITICAL pictures",
+_CONTENT: dict[str, dict[str, str]] = {
+    "en": {"general": "ordinary pictures (nothing sexual, violent or political)",
+           "sexual": "SEXUAL or NUDE pictures", "violent": "VIOLENT pictures",
+           "political": "POLITICAL pictures"},
+    "zh": {"general": "普通图片（不含色情、暴力或政治内容）", "sexual": "色情或裸露图片",
+           "violent": "暴力图片", "political": "政治图片"},
+}
+_LINES: dict[str, dict[str, str]] = {
+    "en": {
+        "asks": "The app “{app}” asks to use your face for {what}.",
+        "kinds": "Kind of pictures: {kinds}.", "and": " and ",
+        "user": "Only for the app's user “{user}”.", "any_user": "For any user of that app.",
+        "purpose": "Purpose: {purpose}.", "any_purpose": "For any purpose the app has.",
+        "for": "For {duration} after you agree.", "forever": "With no end date.",
+        "uses": "At most {uses} uses.", "no_limit": "With no limit on uses.",
+        "revoke": "You can revoke it at any time in your consent portal; it stops at once.",
+        "days": "{n} days", "hours": "{n} hours", "minutes": "{n} minutes",
+        "statement": "I agree, separately from any other terms, that my face may be used "
+                     "as described above. I was told what will be done and for how long, "
+                     "and that I can revoke this consent at any time.",
+        "release": "This is a written release of my biometric data (face template) for "
+                   "the use above, signed by typing my name.",
+        "guardian": "I give this consent as the parent or guardian of the person shown.",
+    },
+    "zh": {
+        "asks": "应用“{app}”请求使用您的面部用于：{what}。",
+        "kinds": "图片类型：{kinds}。", "and": "及",
+        "user": "仅限该应用的用户“{user}”。", "any_user": "适用于该应用的任何用户。",
+        "purpose": "目的：{purpose}。", "any_purpose": "用于该应用的任何目的。",
+        "for": "同意后有效期：{duration}。", "forever": "无截止日期。",
+        "uses": "最多使用 {uses} 次。", "no_limit": "不限使用次数。",
+        "revoke": "您可以随时在同意门户撤回，撤回立即生效。",
+        "days": "{n} 天", "hours": "{n} 小时", "minutes": "{n} 分钟",
+        "statement": "我单独同意（不与任何其他条款捆绑）按上述方式使用我的面部。我已被告知"
+                     "将进行的处理及期限，并知悉可随时撤回本同意。",
+        "release": "本声明为我对上述用途授权使用我的生物识别信息（面部模板）的书面同意，"
+                   "以输入我的姓名作为签署。",
+        "guardian": "我以被展示者的父母或监护人身份作出本同意。",
+    },
 }
 
 
-def _duration(seconds: int) -> str:
+def _locale(locale: str | None) -> Locale:
+    language = (locale or "en").replace("_", "-").split("-")[0].lower()
+    return "zh" if language == "zh" else "en"
+
+
+def _duration(seconds: int, locale: Locale = "en") -> str:
+    words = _LINES[locale]
     days = seconds / 86400
     if days >= 2:
-        return f"{round(days)} days"
+        return words["days"].format(n=round(days))
     hours = seconds / 3600
-    return f"{round(hours)} hours" if hours >= 2 else f"{max(1, round(seconds / 60))} minutes"
+    if hours >= 2:
+        return words["hours"].format(n=round(hours))
+    return words["minutes"].format(n=max(1, round(seconds / 60)))
 
 
 def describe_scope(*, app_id: str, operation: str, content: Sequence[str],
                    user_id: str | None, purpose: str | None, grant_ttl_s: int | None,
-                   max_uses: int | None) -> list[str]:
-    """The scope of a grant in plain sentences, for the person deciding."""
-    lines = [f"The app “{app_id}” asks to use your face for "
-             f"{_OPERATIONS.get(operation, operation)}."]
-    kinds = " and ".join(_CONTENT.get(c, c) for c in content)
-    lines.append(f"Kind of pictures: {kinds}.")
-    lines.append(f"Only for the app's user “{user_id}”." if user_id
-                 else "For any user of that app.")
-    lines.append(f"Purpose: {purpose}." if purpose else "For any purpose the app has.")
-    lines.append(f"For {_duration(grant_ttl_s)} after you agree." if grant_ttl_s
-                 else "With no end date.")
-    lines.append(f"At most {max_uses} uses." if max_uses else "With no limit on uses.")
-    lines.append("You can revoke it at any time in your consent portal; it stops at once.")
-    return lines
+                   max_uses: int | None, locale: str | None = "en") -> list[str]:
+    """The scope of a grant in plain sentences, for the person deciding (EN or ZH)."""
+    lang = _locale(locale)
+    w = _LINES[lang]
+    what = _OPERATIONS[lang].get(operation, operation)
+    kinds = w["and"].join(_CONTENT[lang].get(c, c) for c in content)
+    return [
+        w["asks"].format(app=app_id, what=what),
+        w["kinds"].format(kinds=kinds),
+        w["user"].format(user=user_id) if user_id else w["any_user"],
+        w["purpose"].format(purpose=purpose) if purpose else w["any_purpose"],
+        w["for"].format(duration=_duration(grant_ttl_s, lang)) if grant_ttl_s
+        else w["forever"],
+        w["uses"].format(uses=max_uses) if max_uses else w["no_limit"],
+        w["revoke"],
+    ]
+
+
+def consent_text(request: ConsentRequest, locale: str | None = "en", *,
+                 guardian: bool = False) -> str:
+    """The exact text a person agrees to: the scope, the consent statement and, where a
+    jurisdiction asks for one, the written release. Its sha256 is recorded with the
+    grant, so what was shown can be proven later."""
+    lang = _locale(locale)
+    w = _LINES[lang]
+    lines = describe_scope(app_id=request.app_id, operation=request.operation,
+                           content=request.content, user_id=request.user_id,
+                           purpose=request.purpose, grant_ttl_s=request.grant_ttl_s,
+                           max_uses=request.max_uses, locale=lang)
+    lines.append(w["statement"])
+    if "written_release" in request.formalities:
+        lines.append(w["release"])
+    if guardian:
+        lines.append(w["guardian"])
+    return "\n".join(lines)
 
 
 # -- webhook signatures -----------------------------------------------------------------
@@ -234,17 +318,26 @@ def request_from_row(row: Any, aware: Callable[[Any], Any],
         subject_id=row.subject_id, decision_request_id=row.decision_request_id,
         face_ref=row.face_ref, grant_ttl_s=row.grant_ttl_s, max_uses=row.max_uses,
         grant_id=row.grant_id, grant_token=token, created_at=aware(row.created_at),
-        expires_at=aware(row.expires_at), resolved_at=aware(row.resolved_at))
+        expires_at=aware(row.expires_at), resolved_at=aware(row.resolved_at),
+        formalities=list(row.formalities or []))
 
 
-def plain_request(request: ConsentRequest) -> Mapping[str, Any]:
-    """What the person sees: the scope in sentences, and when the question expires."""
+def plain_request(request: ConsentRequest, locale: str | None = "en") -> Mapping[str, Any]:
+    """What the person sees: the scope in sentences (their language), the exact consent
+    text with its sha256, what the answer must include, and when the question expires."""
+    lang = _locale(locale)
+    text = consent_text(request, lang)
     return {"request_id": request.request_id, "state": request.state,
             "app_id": request.app_id, "expires_at": request.expires_at.isoformat(),
+            "locale": lang, "locales": list(LOCALES),
             "scope": describe_scope(app_id=request.app_id, operation=request.operation,
                                     content=request.content, user_id=request.user_id,
                                     purpose=request.purpose, grant_ttl_s=request.grant_ttl_s,
-                                    max_uses=request.max_uses),
+                                    max_uses=request.max_uses, locale=lang),
+            "consent_text": text,
+            "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "formalities": list(request.formalities),
+            "signature_required": "written_release" in request.formalities,
             "needs_name": request.subject_id is None}
 
 
@@ -260,8 +353,11 @@ class ConsentRequests:
 
     def __init__(self, engine: Engine, lifecycle: SubjectLifecycle, links: Links,
                  proof: Proof, config: ConsentConfig, clock: Callable[[], datetime],
-                 sender: WebhookSender) -> None:
+                 sender: WebhookSender,
+                 formalities: FormalityRule | None = None) -> None:
         self.engine = engine
+        #: The consent formalities an operation and content need under some jurisdictions.
+        self.formalities: FormalityRule = formalities or (lambda *_: frozenset())
         self.lifecycle = lifecycle
         self.links = links
         self.proof = proof
@@ -274,9 +370,11 @@ class ConsentRequests:
                user_id: str | None = None, purpose: str | None = None,
                decision_request_id: str | None = None, face_ref: str | None = None,
                expires_in_s: int | None = None, grant_ttl_s: int | None = None,
-               max_uses: int | None = None) -> tuple[ConsentRequest, str]:
+               max_uses: int | None = None, jurisdictions: Sequence[str] = ()
+               ) -> tuple[ConsentRequest, str]:
         """A pending request about the face in ``image`` (at ``bbox``) and its one-time
-        link for the person. Returns ``(request, link_url)``; the link is shown once."""
+        link for the person. Returns ``(request, link_url)``; the link is shown once.
+        ``jurisdictions`` (the app's packs) decide the formalities the answer needs."""
         if operation not in OPERATIONS:
             raise InvalidRequest("unknown operation", field="operation")
         cats = list(dict.fromkeys(content)) or ["general"]
@@ -302,7 +400,8 @@ class ConsentRequests:
                "face_ref": face_ref, "image_sha256": hashlib.sha256(image).hexdigest(),
                "template": template, "model_pack": pack, "grant_ttl_s": grant_ttl_s,
                "max_uses": max_uses, "state": "pending", "created_at": now,
-               "expires_at": now + timedelta(seconds=ttl)}
+               "expires_at": now + timedelta(seconds=ttl),
+               "formalities": sorted(self.formalities(operation, cats, jurisdictions))}
         with self.engine.begin() as conn:
             conn.execute(insert(t.consent_requests).values(**row))
         token = self.links.new_link("request", request_id, now + timedelta(seconds=ttl))
@@ -360,8 +459,8 @@ class ConsentRequests:
                   int((request.expires_at - self.clock()).total_seconds()))
         return self.links.new_session("request", request_id, ttl_s=max(ttl, 1))
 
-    def view(self, session: Session) -> dict[str, Any]:
-        view = dict(plain_request(self.load(session.target)))
+    def view(self, session: Session, locale: str | None = "en") -> dict[str, Any]:
+        view = dict(plain_request(self.load(session.target), locale))
         view["verified"] = session.verified_subject_id is not None
         return view
 
@@ -402,25 +501,21 @@ class ConsentRequests:
             raise RequestClosed("this consent request is closed")
         return request
 
-    def decide(self, session: Session, accept: bool) -> ConsentRequest:
-        """The person's answer. Granting records a grant scoped exactly to the request;
-        the consent act itself (a separate, explicit answer after a liveness proof, in
-        the portal) is recorded with the grant."""
+    def decide(self, session: Session, accept: bool, *, locale: str | None = "en",
+               signature: str | None = None, text_sha256: str | None = None
+               ) -> ConsentRequest:
+        """The person's answer. Granting records a grant scoped exactly to the request,
+        with how the consent was given: a separate, explicit and informed act in the
+        portal after a liveness proof; a written release when the person signs the exact
+        text shown (its sha256 must be the one they saw); a guardian's consent for a
+        subject enrolled by a guardian."""
         request = self._pending(session.target)
         subject_id = session.verified_subject_id
         if subject_id is None:
             raise SessionInvalid("prove who you are first")
         grant = None
         if accept:
-            now = self.clock()
-            expires = None if request.grant_ttl_s is None else \
-                now + timedelta(seconds=request.grant_ttl_s)
-            grant = self.lifecycle.grant(
-                subject_id, app_id=request.app_id, operations=[request.operation],
-                content=request.content, user_id=request.user_id, purpose=request.purpose,
-                expires_at=expires, max_uses=request.max_uses,
-                consent=ConsentRecord(formalities=["explicit_consent", "separate_consent"],
-                                      collected_by="portal", signed_at=now))
+            grant = self._grant(request, subject_id, locale, signature, text_sha256)
         state = "granted" if accept else "refused"
         if not self._resolve(request.request_id, state, subject_id,
                              grant.grant_id if grant else None):
@@ -432,6 +527,31 @@ class ConsentRequests:
         resolved = self.load(request.request_id)
         self._notify(resolved)
         return resolved
+
+    def _grant(self, request: ConsentRequest, subject_id: str, locale: str | None,
+               signature: str | None, text_sha256: str | None) -> Grant:
+        now = self.clock()
+        subject = self.lifecycle.get_subject(subject_id)
+        text = consent_text(request, locale, guardian=subject.guardian)
+        shown = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        formalities: list[Formality] = ["explicit_consent", "separate_consent",
+                                        "informed_consent"]
+        if subject.guardian:
+            formalities.append("guardian_consent")
+        signed = bool(signature and signature.strip())
+        if "written_release" in request.formalities:
+            if not signed or text_sha256 != shown:
+                raise InvalidRequest("this consent must be signed: type your name under "
+                                     "the text shown", field="signature")
+            formalities.append("written_release")
+        expires = None if request.grant_ttl_s is None else \
+            now + timedelta(seconds=request.grant_ttl_s)
+        return self.lifecycle.grant(
+            subject_id, app_id=request.app_id, operations=[request.operation],
+            content=request.content, user_id=request.user_id, purpose=request.purpose,
+            expires_at=expires, max_uses=request.max_uses,
+            consent=ConsentRecord(formalities=formalities, collected_by="portal",
+                                  signed_at=now, text_sha256=shown, locale=_locale(locale)))
 
     def _resolve(self, request_id: str, state: str, subject_id: str | None,
                  grant_id: str | None) -> bool:

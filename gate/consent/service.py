@@ -18,7 +18,7 @@ It depends on ``ConsentHost`` (anything with a ``lifecycle`` and ``settings``: a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,6 +48,9 @@ class ConsentHost(Protocol):
     @property
     def settings(self) -> Settings: ...
 
+    def formalities_for(self, operation: str, content: Sequence[str],
+                        jurisdictions: Sequence[str] = ()) -> frozenset[str]: ...
+
 
 class ConsentService:
     """See the module doc."""
@@ -70,7 +73,8 @@ class ConsentService:
                                               attempts=self.config.webhook_attempts)
         self.activity = ActivityLog(engine, self.lifecycle.audit, self.lifecycle.ref)
         self.requests = ConsentRequests(engine, self.lifecycle, self.links, self.proof,
-                                        self.config, self.clock, self.sender)
+                                        self.config, self.clock, self.sender,
+                                        host.formalities_for)
         self.portal = Portal(engine, self.lifecycle, self.links, self.proof, self.activity,
                              self.config, self.clock)
 

@@ -12,6 +12,7 @@ transaction as the subject's own rows, so a person is erased everywhere or nowhe
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -352,17 +353,29 @@ class SqlConsentStore:
     def integrity_problem(self) -> str | None:
         """None when the database is sound; else a short, safe description.
 
-        SQLite: ``PRAGMA quick_check`` (every page is read: corruption anywhere in the
+        SQLite: ``PRAGMA quick_check`` on a fresh read-only connection (every page is read
+        from the file, not from a pooled connection's cache: corruption anywhere in the
         file is found); PostgreSQL checks its own pages, so a query that works suffices.
         """
+        from gate.db import sqlite_path
+
+        if self.engine.dialect.name != "sqlite":
+            try:
+                self.ping()
+            except StorageError:
+                return "the database cannot be reached"
+            return None
+        path = sqlite_path(str(self.engine.url))
+        if path is None:
+            return None
         try:
-            with self.engine.connect() as conn:
-                if conn.dialect.name != "sqlite":
-                    conn.execute(select(1))
-                    return None
-                rows = conn.exec_driver_sql("PRAGMA quick_check(1)").all()
-        except SQLAlchemyError as exc:
-            return f"the database cannot be read ({type(exc).__name__})"
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            try:
+                rows = conn.execute("PRAGMA quick_check(1)").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            return f"the database file cannot be read ({type(exc).__name__})"
         if rows and rows[0][0] == "ok":
             return None
         return "the database file is corrupt (PRAGMA quick_check failed)"

@@ -78,6 +78,8 @@ consent_requests = Table(
     Column("created_at", _TS, nullable=False),
     Column("expires_at", _TS, nullable=False),
     Column("resolved_at", _TS),
+    #: Consent formalities the jurisdictions require of the answer (JSON list).
+    Column("formalities", JSON),
     Index("ix_consent_requests_state", "state", "expires_at"),
     Index("ix_consent_requests_subject", "subject_id"),
 )

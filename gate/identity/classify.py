@@ -14,7 +14,7 @@ identify is ``unidentifiable`` unless it matched somebody protective.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -76,6 +76,8 @@ class Classification:
     needs: tuple[ConsentNeed, ...]
     #: The grants that made a face ``consented``, by grant id.
     covering: Mapping[str, Grant]
+    #: Faces a grant covered in scope but not in form: the formalities it lacked.
+    formality_gaps: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class _Reading:
     identity: str
     status: str | None
     grant: Grant | None = None
+    missing: frozenset[str] = frozenset()  # formalities a covering grant lacked
 
 
 _ReadFn = Callable[[str, float], _Reading]
@@ -97,6 +100,7 @@ def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],
     still exist (one erased between search and lookup reads as nobody)."""
     results: list[FaceResult] = []
     covering: dict[str, Grant] = {}
+    gaps: dict[str, frozenset[str]] = {}
 
     def read(subject_id: str, similarity: float = 1.0) -> _Reading:
         subject = subjects.get(subject_id)
@@ -110,15 +114,20 @@ def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],
         if owner is not None and req.user_id is not None and owner.app_id == req.app_id \
                 and owner.user_id == req.user_id:
             return _Reading("self", subject.status) if confident else _Reading("unknown", None)
+        missing: frozenset[str] = frozenset()
         for grant in grants.get(subject_id, ()):
-            if grant.covers(app_id=req.app_id, user_id=req.user_id, operation=asked.operation,
-                            content=sorted(asked.content), purpose=asked.purpose, now=now,
-                            count_uses=count_uses) \
-                    and asked.required_formalities <= grant.formalities:
-                if not confident:
-                    return _Reading("unknown", None)
-                return _Reading("consented", subject.status, grant)
-        return _Reading("protected", subject.status)
+            if not grant.covers(app_id=req.app_id, user_id=req.user_id,
+                                operation=asked.operation, content=sorted(asked.content),
+                                purpose=asked.purpose, now=now, count_uses=count_uses):
+                continue
+            lacking = asked.required_formalities - grant.formalities
+            if lacking:  # the right scope, but not consent in the form the law asks for
+                missing = missing | lacking
+                continue
+            if not confident:
+                return _Reading("unknown", None)
+            return _Reading("consented", subject.status, grant)
+        return _Reading("protected", subject.status, missing=missing)
 
     for face, face_hits in zip(faces, hits, strict=True):
         reading, subject_id, similarity = _read_face(face_hits, subjects, thresholds, read)
@@ -131,6 +140,8 @@ def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],
             reading = _Reading("unidentifiable", reading.status)
         if reading.grant is not None:
             covering[reading.grant.grant_id] = reading.grant
+        if reading.missing:
+            gaps[face.face_ref] = reading.missing
         results.append(FaceResult(
             face_ref=face.face_ref, image_index=face.image_index,
             frame_index=face.frame_index, role=face.role,
@@ -147,13 +158,15 @@ def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],
             continue
         if reading.grant is not None:
             covering[reading.grant.grant_id] = reading.grant
+        if reading.missing:
+            gaps[f"p{n}"] = reading.missing
         results.append(FaceResult(
             face_ref=f"p{n}", image_index=-1, role="reference", bbox=(0, 0, 0, 0),
             det_score=0.0, quality=0.0, size_px=0,
             identity=reading.identity,
             subject_id=subject_id, subject_status=reading.status,
             grant_id=reading.grant.grant_id if reading.grant else None, source="prompt"))
-    return Classification(tuple(results), _needs(results, asked), covering)
+    return Classification(tuple(results), _needs(results, asked), covering, gaps)
 
 
 def _read_face(face_hits: Sequence[IndexHit], subjects: Mapping[str, Subject],
@@ -184,7 +197,8 @@ def _needs(results: Collection[FaceResult], asked: Asked) -> tuple[ConsentNeed, 
         ConsentNeed(face_ref=r.face_ref, subject_id=r.subject_id,
                     operation=asked.operation,
                     content=sorted(asked.content),
-                    app_id=req.app_id, user_id=req.user_id)
+                    app_id=req.app_id, user_id=req.user_id,
+                    formalities=sorted(asked.required_formalities))
         for r in results
         if r.identity in ("unknown", "unidentifiable")
         or (r.identity == "protected" and r.subject_status == "consenting"))

@@ -406,6 +406,15 @@ class PolicyLibrary:
             for code in JURISDICTION_CODES:
                 self._pack(code)
 
+    @property
+    def version(self) -> str:
+        """The base policy's version (a decision's also names its packs)."""
+        return self.policy_set(()).version
+
+    def evaluate(self, facts: RequestFacts) -> Evaluation:
+        """The base policy alone (``PolicyEngine``); decisions use ``policy_set``."""
+        return self.policy_set(()).evaluate(facts)
+
     def policy_set(self, jurisdictions: str | Iterable[str] | None = ()) -> PolicySet:
         """The set for these codes (plus the packs they imply)."""
         codes = self.expand(parse_jurisdictions(jurisdictions))

@@ -17,13 +17,17 @@ per-request decisions (``duties``), and the legal ``sources`` every one of these
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
+from gate.types import FORMALITIES as FORMALITIES  # re-exported: defined with the grants
+from gate.types import JURISDICTION_CODES as JURISDICTION_CODES
 from gate.types import ContentCategory, Identity, Operation, Role, SubjectStatus, Verdict
+from gate.types import Formality as Formality
+from gate.types import JurisdictionCode as JurisdictionCode
 
 AgeBand = Literal["minor", "adult", "unknown"]
 FaceSource = Literal["image", "prompt"]
@@ -36,13 +40,6 @@ LABEL_OBLIGATIONS: dict[str, str] = {"label_visible": "visible",
                                      "label_gb45438_metadata": "metadata",
                                      "mark_machine_readable": "machine_readable"}
 
-JurisdictionCode = Literal["cn", "eu", "us-il", "us-tx", "us-wa", "us"]
-#: The jurisdiction codes, in canonical order (decisions list packs in this order).
-JURISDICTION_CODES: tuple[str, ...] = get_args(JurisdictionCode)
-#: How a person gave consent; a grant records the formalities its consent act met.
-Formality = Literal["separate_consent", "explicit_consent", "written_release",
-                    "guardian_consent", "informed_consent"]
-FORMALITIES: tuple[str, ...] = get_args(Formality)
 Locale = Literal["en", "zh"]
 LabelPosition = Literal["top_left", "top_right", "bottom_left", "bottom_right", "top",
                         "bottom", "left", "right"]

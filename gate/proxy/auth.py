@@ -14,7 +14,7 @@ import re
 import anyio.to_thread
 from fastapi import Request
 
-from gate.api.keys import KeyStore
+from gate.api.keys import ApiKey, KeyStore
 from gate.api.limits import RateLimiter
 from gate.proxy.guard import Caller
 from gate.proxy.types import Malformed, ProxyError
@@ -33,15 +33,21 @@ class Authenticator:
         self.limiter = limiter
 
     async def caller(self, request: Request) -> Caller:
-        app_id = self.app_id if self.key_store is None else await self._key_app(request)
+        jurisdictions: tuple[str, ...] = ()
+        if self.key_store is None:
+            app_id = self.app_id
+        else:
+            key = await self._key(request)
+            app_id, jurisdictions = key.app_id, key.jurisdictions
         assert app_id is not None
         request.state.app_id = app_id  # the access log names the app, never the key
         user_id = _header(request, "x-gate-user", "X-Gate-User")
         purpose = _header(request, "x-gate-purpose", "X-Gate-Purpose", limit=200)
         return Caller(requester=Requester(app_id=app_id, user_id=user_id),
+                      jurisdictions=jurisdictions,
                       request_id=request.state.request_id, purpose=purpose)
 
-    async def _key_app(self, request: Request) -> str:
+    async def _key(self, request: Request) -> ApiKey:
         assert self.key_store is not None
         token = request.headers.get("x-gate-key")
         if not token:
@@ -55,7 +61,7 @@ class Authenticator:
         if retry_after is not None:
             raise ProxyError(429, "rate_limited", "too many requests for this gate key",
                              headers={"Retry-After": str(retry_after)})
-        return key.app_id
+        return key
 
 
 def _header(request: Request, name: str, shown: str, limit: int = 256) -> str | None:

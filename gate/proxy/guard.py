@@ -46,6 +46,8 @@ class Caller:
     requester: Requester
     request_id: str
     purpose: str | None = None
+    #: Jurisdiction packs the caller's gate key adds to the deployment's.
+    jurisdictions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +77,11 @@ class Guard:
         if requester.user_id is None and fields.user_id is not None:
             requester = requester.model_copy(update={"user_id": fields.user_id})
         try:
-            request = GateRequest(
-                operation=fields.operation, images=list(fields.images),
-                prompt=fields.prompt, negative_prompt=fields.negative_prompt,
-                purpose=caller.purpose, requester=requester, request_id=caller.request_id)
+            request = GateRequest.model_validate({
+                "operation": fields.operation, "images": list(fields.images),
+                "prompt": fields.prompt, "negative_prompt": fields.negative_prompt,
+                "purpose": caller.purpose, "requester": requester,
+                "request_id": caller.request_id, "jurisdictions": list(caller.jurisdictions)})
         except ValidationError as exc:
             where = ".".join(str(p) for p in exc.errors()[0].get("loc", ()))
             raise Malformed(f"the request cannot be checked: {where} is invalid",
@@ -105,7 +108,7 @@ class Guard:
         for image in images:
             try:
                 screened = await self.gate.check_output_async(
-                    image, request_id=decision.request_id,
+                    image, request_id=decision.request_id, jurisdictions=caller.jurisdictions,
                     requester=requester, operation=fields.operation,
                     content=decision.content or ["general"], prompt=fields.prompt)
             except InvalidImage as exc:

@@ -43,7 +43,7 @@ def describe(url: str) -> dict[str, object]:
         engine.dispose()
 
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def create_all(url: str) -> None:

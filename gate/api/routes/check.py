@@ -23,7 +23,7 @@ async def check(request: Request, key: CheckKey) -> Decision:
     internal failure or timeout is a ``deny`` (rule ``core.fail_closed``), never an allow.
     """
     svc = services(request)
-    gate_request = await read_check(request, key.app_id)
+    gate_request = await read_check(request, key.app_id, key.jurisdictions)
     decision = await svc.gate.check_async(gate_request)
     svc.metrics.observe_decision("check", decision)
     return decision
@@ -36,7 +36,7 @@ async def check_output(request: Request, key: CheckKey) -> Decision:
     svc = services(request)
     fields, image = await read_check_output(request)
     decision = await svc.gate.check_output_async(
-        image, request_id=fields.request_id,
+        image, request_id=fields.request_id, jurisdictions=key.jurisdictions,
         requester=Requester(app_id=key.app_id, user_id=fields.user_id),
         operation=fields.operation, content=fields.content, prompt=fields.prompt)
     svc.metrics.observe_decision("check_output", decision)

@@ -112,7 +112,8 @@ async def create_consent_request(request: Request, body: ConsentRequestBody,
     svc = services(request)
     fields = body.model_dump(exclude={"image"})
     created, link = await svc.images(svc.consent.requests.create, key.app_id,
-                                     image=b64(body.image, "image"), **fields)
+                                     image=b64(body.image, "image"),
+                                     jurisdictions=key.jurisdictions, **fields)
     return ConsentRequestCreated(request=created, link=link)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,6 +105,7 @@ async def _frames(files: list[UploadFile]) -> list[bytes]:
 class LinkBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     token: str = Field(min_length=20, max_length=100)
+    locale: Literal["en", "zh"] = "en"
 
 
 class StatusBody(BaseModel):
@@ -115,6 +116,14 @@ class StatusBody(BaseModel):
 class DecisionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accept: bool
+    #: The language the consent text was shown in, and its sha256 (what was agreed to).
+    locale: Literal["en", "zh"] = "en"
+    text_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    #: The person's typed name, where a written release is required.
+    signature: str | None = Field(default=None, max_length=200)
+
+
+Locale = Annotated[Literal["en", "zh"], Query()]
 
 
 # -- pages ------------------------------------------------------------------------------
@@ -208,14 +217,15 @@ async def request_session(request: Request, response: Response,
     new = await blocking(svc.requests.open_link, body.token)
     _set_cookie(response, svc, new)
     _secure(response)
-    return {"csrf": new.csrf, **await blocking(svc.requests.view, new.session)}
+    return {"csrf": new.csrf, **await blocking(svc.requests.view, new.session, body.locale)}
 
 
 @router.get("/portal/api/request")
-async def request_view(request: Request, response: Response) -> dict[str, Any]:
+async def request_view(request: Request, response: Response,
+                       locale: Locale = "en") -> dict[str, Any]:
     svc, session = await _session(request, "request", post=False)
     _secure(response)
-    return {**await blocking(svc.requests.view, session),
+    return {**await blocking(svc.requests.view, session, locale),
             "csrf": csrf_token(request.cookies.get(COOKIES["request"], ""))}
 
 
@@ -244,7 +254,8 @@ async def request_proof(request: Request, response: Response,
 async def request_decision(request: Request, response: Response,
                            body: DecisionBody) -> dict[str, Any]:
     svc, session = await _session(request, "request")
-    resolved = await blocking(svc.requests.decide, session, body.accept)
+    resolved = await blocking(svc.requests.decide, session, body.accept, locale=body.locale,
+                              signature=body.signature, text_sha256=body.text_sha256)
     _clear_cookie(response, "request")
     _secure(response)
     return {"state": resolved.state}

@@ -579,6 +579,8 @@ export interface components {
             readonly content: readonly ("general" | "sexual" | "violent" | "political")[];
             /** Face Ref */
             readonly face_ref: string;
+            /** Formalities */
+            readonly formalities?: readonly ("separate_consent" | "explicit_consent" | "written_release" | "guardian_consent" | "informed_consent")[];
             /**
              * Operation
              * @enum {string}
@@ -602,7 +604,7 @@ export interface components {
              */
             readonly collected_by: "operator" | "portal" | "app";
             /** Formalities */
-            readonly formalities?: readonly ("explicit_consent" | "separate_consent" | "written_release" | "guardian_consent")[];
+            readonly formalities?: readonly ("separate_consent" | "explicit_consent" | "written_release" | "guardian_consent" | "informed_consent")[];
             /** Locale */
             readonly locale?: string | null;
             /** Signed At */
@@ -633,6 +635,11 @@ export interface components {
             readonly expires_at: string;
             /** Face Ref */
             readonly face_ref?: string | null;
+            /**
+             * Formalities
+             * @default []
+             */
+            readonly formalities: readonly string[];
             /** Grant Id */
             readonly grant_id?: string | null;
             /** Grant Token */
@@ -713,6 +720,8 @@ export interface components {
             readonly content?: readonly ("general" | "sexual" | "violent" | "political")[];
             /** Faces */
             readonly faces: readonly components["schemas"]["FaceResult"][];
+            /** Jurisdictions */
+            readonly jurisdictions?: readonly ("cn" | "eu" | "us-il" | "us-tx" | "us-wa" | "us")[];
             /** Latency Ms */
             readonly latency_ms?: {
                 readonly [key: string]: number;
