@@ -258,6 +258,10 @@ class Notifier:
     # -- delivery -------------------------------------------------------------------------
     def deliver(self, now: datetime | None = None) -> DeliveryReport:
         """POST every due pending notification (up to ``BATCH``), signed."""
+        return self._deliver(now, None)
+
+    def _deliver(self, now: datetime | None, interrupt: threading.Event | None
+                 ) -> DeliveryReport:
         if self.url is None:
             return DeliveryReport()
         now = _utc(now or self.clock())
@@ -268,8 +272,8 @@ class Notifier:
                                .order_by(n.next_at, n.notification_id).limit(BATCH)).all()
         sent = retried = dead = 0
         for row in due:
-            if self._stop.is_set():
-                break
+            if interrupt is not None and interrupt.is_set():
+                break  # the thread is stopping: the rest stay due
             if not self._claim(row.notification_id, now):
                 continue  # another process is posting it
             error, reachable = self._post(row.notification_id, row.body.encode("utf-8"), now)
@@ -380,7 +384,8 @@ class Notifier:
     def _run(self, interval_s: float) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                self.aggregate()
+                self._deliver(None, self._stop)
             except Exception as exc:  # noqa: BLE001 - a database outage must not end the loop
                 with self._lock:
                     self.errors += 1
@@ -404,6 +409,14 @@ class Notifier:
             client.close()
 
     # -- operators ------------------------------------------------------------------------
+    def backlog(self) -> dict[str, int]:
+        """Notifications per state in the database (all replicas): gauges for metrics."""
+        n = t.notifications.c
+        with self.engine.connect() as conn:
+            found = {r[0]: int(r[1]) for r in conn.execute(
+                select(n.state, func.count()).group_by(n.state))}
+        return {state: found.get(state, 0) for state in ("pending", "sent", "dead")}
+
     def dead_letters(self, limit: int = 100) -> list[NotificationRecord]:
         """Notifications given up on, oldest first."""
         n = t.notifications.c

@@ -452,6 +452,7 @@ def test_backoff_doubles_then_a_dead_letter_after_max_tries(
         ("sub_alice", "dead", 3, "HTTP 503")
     assert notifier.deliver(now + 10 * HOUR) == DeliveryReport()  # dead stays dead
     assert (notifier.sent, notifier.failed, notifier.dead) == (0, 3, 1)
+    assert notifier.backlog() == {"pending": 0, "sent": 0, "dead": 1}
     # an operator re-queues it; the receiver is back
     notifier.retry_dead(dead.notification_id, now + 10 * HOUR)
     assert notifier.dead_letters() == []
@@ -517,6 +518,9 @@ def test_the_background_thread_aggregates_and_delivers(
     assert notifier.sent == 1 and notifier.errors == 0
     with pytest.raises(InvalidRequest):
         notifier.start(interval_s=0)
+    # stopped, it still works when called directly (a CLI or an operator's run)
+    _attempt(engine, "sub_alice", at=T0 + 2 * HOUR)
+    assert notifier.run_once(T0 + 3 * HOUR).delivery == DeliveryReport(sent=1)
 
 
 # -- erasure, export, privacy ------------------------------------------------------------
