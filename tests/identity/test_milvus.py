@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install pymilvus==3.0.2)")
 pytest.importorskip("milvus_lite",
-                    reason="milvus-lite is not installed (pip install milvus-lite==2.5.1)")
+                    reason="milvus-lite is not installed (pip install milvus-lite==3.2.2)")
 
 from gate.errors import StorageError
 from gate.identity.index import ExactIndex, IdentityIndex
@@ -145,6 +145,10 @@ def test_replace_leaves_exactly_the_new_templates(index: MilvusIndex) -> None:
     assert index.replace("sub_r", new) == 0  # again: idempotent
     stored = {r["pk"] for r in stored_rows(index, "sub_r")}
     assert len(stored) == 2
+    # The store says the subject has no templates any more (erased meanwhile): replace
+    # with nothing is a remove.
+    assert index.replace("sub_r", np.zeros((0, DIM), dtype=np.float32)) == 2
+    assert len(index) == 0
 
 
 def test_clear_empties_the_index_and_forgets_the_checkpoint(index: MilvusIndex) -> None:
