@@ -127,7 +127,7 @@ def png(image: Pixels) -> Pixels:
 
 def strip_metadata(image: Pixels) -> Pixels:
     """Label as the gate does (XMP + AIGC text chunks), then re-save without metadata."""
-    from gate.proxy.labels import LabelInfo, label_png
+    from gate.marking.labels import LabelInfo, label_png
 
     ok, buf = cv2.imencode(".png", image)
     assert ok

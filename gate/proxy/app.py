@@ -23,11 +23,11 @@ from gate.api.keys import KeyStore
 from gate.api.limits import RateLimiter
 from gate.api.logging import RequestContext
 from gate.engine import FaceGate
+from gate.marking.provenance import C2paSigner, ManifestSigner
 from gate.proxy import a1111, comfyui, openai
 from gate.proxy.auth import Authenticator
 from gate.proxy.guard import Guard
 from gate.proxy.ledger import ComfyLedger
-from gate.proxy.provenance import C2paSigner, ManifestSigner
 from gate.proxy.routes import a1111 as a1111_routes
 from gate.proxy.routes import comfyui as comfyui_routes
 from gate.proxy.routes import openai as openai_routes

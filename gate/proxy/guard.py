@@ -27,8 +27,8 @@ from gate.api.errors import status_for
 from gate.engine import FaceGate
 from gate.errors import GateError, InvalidImage, InvalidRequest
 from gate.imaging.decode import sniff_format
-from gate.proxy.labels import LabelInfo, label_image
-from gate.proxy.provenance import ManifestSigner
+from gate.marking.labels import LabelInfo, label_image
+from gate.marking.provenance import ManifestSigner
 from gate.proxy.settings import ProxySettings
 from gate.proxy.types import BadUpstream, GateFields, Malformed, ProxyError, Refused
 from gate.types import Decision, GateRequest, Requester
@@ -121,7 +121,8 @@ class Guard:
                 raise Refused(screened, stage="output")
             obligations = tuple(dict.fromkeys([*decision.obligations, *screened.obligations]))
             info = self.label_info(decision, screened, grant_ids)
-            out.append(await anyio.to_thread.run_sync(self.apply, image, obligations, info))
+            out.append(await anyio.to_thread.run_sync(self.apply, image, obligations, info,
+                                                      decision))
         return out
 
     def label_info(self, decision: Decision, screened: Decision | None = None,
@@ -132,10 +133,19 @@ class Guard:
                          produce_id=decision.request_id, grant_ids=tuple(dict.fromkeys(grants)),
                          policy_version=decision.policy_version)
 
-    def apply(self, data: bytes, obligations: Sequence[str], info: LabelInfo) -> Released:
-        """Apply the image obligations to one screened output (blocking; run in a thread)."""
+    def apply(self, data: bytes, obligations: Sequence[str], info: LabelInfo,
+              decision: Decision | None = None) -> Released:
+        """Label one screened output (blocking; run in a thread): with the engine's
+        incident desk (every output marked, so ``trace`` finds its request; visible label,
+        implicit labels and C2PA as the obligations ask), or, without one, the implicit
+        labels and C2PA manifest only."""
         media = _MEDIA.get(sniff_format(data) or "", "application/octet-stream")
         try:
+            if decision is not None and self.gate.incident is not None:
+                merged = decision.model_copy(update={"obligations": list(obligations)})
+                labelled = self.gate.label(data, request_id=decision.request_id,
+                                           decision=merged, signer=self.signer)
+                return Released(labelled.data, labelled.media_type, tuple(obligations))
             if "label_ai_content" in obligations or "embed_c2pa_manifest" in obligations:
                 data, media = label_image(data, info)
             if "embed_c2pa_manifest" in obligations:

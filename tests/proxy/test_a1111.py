@@ -10,7 +10,7 @@ import pytest
 
 from gate.engine import FaceGate
 from gate.proxy import a1111
-from gate.proxy.labels import png_chunks
+from gate.marking.labels import png_chunks
 from gate.proxy.types import Unverifiable
 from tests.proxy.conftest import (
     CONSENTING,

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gate.errors import InvalidImage
-from gate.proxy.labels import (
+from gate.marking.labels import (
     DIGITAL_SOURCE_TYPE,
     LabelInfo,
     has_c2pa,
@@ -22,7 +22,7 @@ from gate.proxy.labels import (
     png_chunk,
     png_chunks,
 )
-from gate.proxy.provenance import C2paSigner
+from gate.marking.provenance import C2paSigner
 
 INFO = LabelInfo("Studio Provider", "req_abc", ("gr_1", "gr_2"), "2026-11-25.1")
 JUMBF = b"\x00\x00\x00\x20jumb\x00\x00\x00\x18jumdc2pa\x00\x11\x00\x10\x80\x00\xaa\x008\x9bq"

@@ -11,7 +11,7 @@ import pytest
 
 from gate.engine import FaceGate
 from gate.proxy.app import create_proxy_app
-from gate.proxy.labels import png_chunks
+from gate.marking.labels import png_chunks
 from gate.settings import DEFAULT_POLICY
 from tests.proxy.conftest import TestClient, Upstream
 from tests.proxy.test_labels import _test_certificates
@@ -43,7 +43,7 @@ def test_without_a_signer_the_output_is_withheld(c2pa_gate: FaceGate,
 def test_the_output_carries_a_signed_manifest(c2pa_gate: FaceGate,
                                               openai_upstream: Upstream) -> None:
     pytest.importorskip("c2pa")
-    from gate.proxy.provenance import C2paSigner
+    from gate.marking.provenance import C2paSigner
 
     app = create_proxy_app(c2pa_gate, mode="openai", upstream=openai_upstream.url,
                            app_id="studio", signer=C2paSigner(*_test_certificates()))

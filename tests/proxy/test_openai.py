@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from gate.engine import FaceGate
-from gate.proxy.labels import png_chunks
+from gate.marking.labels import png_chunks
 from gate.proxy.settings import ProxySettings
 from tests.proxy.conftest import (
     CONSENTING,

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from gate import __version__
 from gate.errors import GateError
-from gate.proxy.labels import DIGITAL_SOURCE_TYPE, LabelInfo, has_c2pa
+from gate.marking.labels import DIGITAL_SOURCE_TYPE, LabelInfo, has_c2pa
 
 PARENT_LABEL = "upstream-output"
 
@@ -90,3 +90,36 @@ class C2paSigner:
                 return dest.getvalue()
         except c2pa.C2paError as exc:
             raise ProvenanceError(f"C2PA signing failed ({type(exc).__name__})") from exc
+
+
+def read_gate_request_id(data: bytes) -> str | None:
+    """The request id in a valid C2PA manifest this kind of gate wrote, or None.
+
+    None when c2pa-python is not installed, the image has no manifest, its signature or
+    hashes do not validate (an edited image or a forged manifest), or the active manifest
+    carries no ``org.consent-gate.decision`` assertion. The caller still checks that the
+    request id is one this gate decided (``Tracer``).
+    """
+    if not has_c2pa(data):
+        return None
+    try:
+        import c2pa
+    except ImportError:
+        return None
+    from gate.imaging.decode import sniff_format
+
+    media = {"PNG": "image/png", "JPEG": "image/jpeg"}.get(sniff_format(data) or "")
+    if media is None:
+        return None
+    try:
+        with c2pa.Reader(media, io.BytesIO(data)) as reader:
+            if reader.get_validation_state() not in ("Valid", "Trusted"):
+                return None
+            manifest = reader.get_active_manifest()
+    except Exception:  # noqa: BLE001 - an unreadable manifest is simply not ours
+        return None
+    for assertion in (manifest or {}).get("assertions", []):
+        if isinstance(assertion, dict) and assertion.get("label") == "org.consent-gate.decision":
+            request_id = (assertion.get("data") or {}).get("request_id")
+            return request_id if isinstance(request_id, str) else None
+    return None

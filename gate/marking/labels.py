@@ -16,7 +16,7 @@ Every other chunk or segment is kept byte for byte and in order: an existing C2P
 (JUMBF in a PNG ``caBX`` chunk or in JPEG APP11 segments) is never stripped. A previous
 ``AIGC``/``consent-gate`` text chunk and a previous XMP packet are replaced, since a file
 holds one XMP packet. Adding metadata changes the file's bytes, so an upstream C2PA
-manifest's hard binding no longer matches them; re-sign with ``gate.proxy.provenance``
+manifest's hard binding no longer matches them; re-sign with ``gate.marking.provenance``
 (obligation ``embed_c2pa_manifest``), which carries the upstream manifest as an ingredient.
 """
 
