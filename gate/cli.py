@@ -47,7 +47,15 @@ def _mount_subapps() -> None:
     app.add_typer(db_app, name="db", help="Database schema migrations.")
     app.add_typer(consent_app, name="consent",
                   help="Consent lifecycle: retention, grant tokens, portal links.")
+    from gate.cli_incident import blocklist_app, label_command, report_app, trace_command
     from gate.evaluation.cli import eval_command
+
+    app.command("trace", help="Trace an image to the request and audit record it came "
+                              "from.")(trace_command)
+    app.command("label", help="Mark and label the output of an allowed request.")(
+        label_command)
+    app.add_typer(report_app, name="report")
+    app.add_typer(blocklist_app, name="blocklist")
 
     app.command("eval", help="Efficacy under evasion on a labelled photo folder.")(
         eval_command)

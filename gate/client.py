@@ -50,6 +50,13 @@ def _error_classes() -> dict[str, type[GateError]]:
     return found
 
 
+def _decision(body: Any) -> Decision:
+    """A decision from the server, ignoring fields a newer server adds."""
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k in Decision.model_fields}
+    return Decision.model_validate(body)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -112,14 +119,14 @@ class GateClient:
             "request_id": request.request_id,
             "images": [{"role": i.role, "data_b64": _b64(i.data)} for i in request.images],
         }
-        return Decision.model_validate(self._call("POST", "/v1/check", json=body))
+        return _decision(self._call("POST", "/v1/check", json=body))
 
     def check_output(self, image: bytes, *, request_id: str, requester: Requester,
                      operation: str = "txt2img", content: Sequence[str] = ("general",),
                      prompt: str = "") -> Decision:
         body = {"image_b64": _b64(image), "request_id": request_id, "operation": operation,
                 "content": list(content), "prompt": prompt, "user_id": requester.user_id}
-        return Decision.model_validate(self._call("POST", "/v1/check-output", json=body))
+        return _decision(self._call("POST", "/v1/check-output", json=body))
 
     # -- subjects ---------------------------------------------------------------------------
     def enroll(self, images: Sequence[bytes], display_name: str, status: str = "protected",

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.engine import Engine
 
 from gate.audit.chain import AuditSink, subject_ref
 from gate.clock import utcnow
@@ -40,6 +43,7 @@ from gate.errors import (
     InvalidImage,
     InvalidRequest,
     ModelMismatch,
+    NotFound,
     StorageError,
     TemplateKeyMismatch,
 )
@@ -47,6 +51,11 @@ from gate.identity.classify import Asked, Observation, Thresholds, classify
 from gate.identity.follower import IndexFollower
 from gate.identity.index import IdentityIndex
 from gate.identity.templates import TemplateCipher
+from gate.incident.desk import IncidentDesk
+from gate.incident.reports import Report
+from gate.incident.trace import Trace
+from gate.marking.output import Labelled
+from gate.marking.provenance import ManifestSigner
 from gate.pipeline import FaceAnalyzer, ImageAnalysis, StageTimer, limits_from_settings
 from gate.policy.evaluate import FaceFacts, PolicyEngine, RequestFacts
 from gate.policy.jurisdictions import PolicyLibrary, PolicySet
@@ -95,6 +104,9 @@ class Parts:
     nudity: NudityClassifier | None = None
     #: Grant tokens and the revocation feed; None: grants carry no token.
     tokens: GrantTokens | None = None
+    #: Keys of the invisible output mark, active first (``mark.key``); empty: derived
+    #: from ``audit_key``.
+    mark_keys: tuple[bytes, ...] = ()
 
 
 class _Superseded(Exception):
@@ -160,6 +172,41 @@ class FaceGate:
             parts.store, self.follower, self.faces, parts.audit, parts.audit_key, parts.tokens,
             min_face_px=self.settings.min_face_px, erasure_hooks=ERASURE_HOOKS,
             export_hooks=EXPORT_HOOKS)
+        self.incident = self._incident_desk(parts)
+        if self.incident is not None:
+            self.follower.on_change("blocklist", self.incident.blocklist.reload)
+
+    def _incident_desk(self, parts: Parts) -> IncidentDesk | None:
+        """Incident response needs an SQL store (the SQLite default or PostgreSQL)."""
+        engine = getattr(parts.store, "engine", None)
+        if not isinstance(engine, Engine):
+            return None
+        keys = parts.mark_keys or (hmac.new(parts.audit_key, b"consent-gate mark key",
+                                            hashlib.sha256).digest(),)
+        limits, _ = limits_from_settings(self.settings)
+        return IncidentDesk(
+            engine, parts.audit, mark_keys=keys,
+            limits=dataclasses.replace(limits, target_side_px=None),
+            resolve_refs=self._subjects_of_refs, signer=self._signer(),
+            content_producer=self.settings.content_producer,
+            takedown_hours=self.settings.takedown_hours)
+
+    def _signer(self) -> ManifestSigner | None:
+        s = self.settings
+        if s.c2pa_cert_file is None or s.c2pa_key_file is None:
+            return None
+        from gate.marking.provenance import C2paSigner
+
+        return C2paSigner.from_files(s.c2pa_cert_file, s.c2pa_key_file, s.c2pa_alg)
+
+    def _subjects_of_refs(self, refs: Sequence[str]) -> list[str]:
+        """The enrolled subjects whose audit references are ``refs`` (erased: none)."""
+        wanted = set(refs)
+        if not wanted:
+            return []
+        key = self._parts.audit_key
+        return sorted(s.subject_id for s in self._parts.store.list_subjects()
+                      if subject_ref(key, s.subject_id) in wanted)
 
     @property
     def parts(self) -> Parts:
@@ -348,6 +395,11 @@ class FaceGate:
         return [{"seq": r.seq, "at": r.at, "hash": r.hash, "prev_hash": r.prev_hash,
                  "event": r.event} for r in self._parts.audit.query(since_seq, min(limit, 1000))]
 
+    def audit_events_of(self, request_id: str) -> list[dict[str, Any]]:
+        """The audit events about one request id (decision, output screenings)."""
+        return [{"seq": r.seq, "at": r.at, "hash": r.hash, "prev_hash": r.prev_hash,
+                 "event": r.event} for r in self._parts.audit.for_request(request_id)]
+
     def readiness(self) -> dict[str, bool]:
         """What /readyz reports: models loaded, database reachable and sound, policy valid,
         stored templates readable. Any false check means checks are denied."""
@@ -423,6 +475,83 @@ class FaceGate:
             image, request_id, requester, operation, content, prompt, jurisdictions),
             for_output=True)
 
+    # -- incident response -------------------------------------------------------------
+    def incident_desk(self) -> IncidentDesk:
+        """The incident desk (raises ``StorageError`` without an SQL store)."""
+        self._check_open()
+        if self.incident is None:
+            raise StorageError("incident response needs an SQL consent store")
+        return self.incident
+
+    def label_output(self, image: bytes, *, request_id: str) -> bytes:
+        """The generated image of ``request_id``, marked and labelled (see ``label``)."""
+        return self.label(image, request_id=request_id).data
+
+    def label(self, image: bytes, *, request_id: str, decision: Decision | None = None,
+              locale: str | None = None, signer: ManifestSigner | None = None,
+              app_id: str | None = None) -> Labelled:
+        """Mark and label the output of an allowed request (``gate.marking.output``):
+        an invisible mark naming the request (what ``trace`` reads), the implicit AI
+        labels, and what the decision's obligations ask (a visible label, a C2PA
+        manifest). Without ``decision`` the gate's audit record of ``request_id`` gives
+        them; a request this gate did not allow (for ``app_id``, when given) is refused
+        (``InvalidRequest``)."""
+        desk = self.incident_desk()
+        obligations: Sequence[str]
+        jurisdictions: Sequence[str]
+        if decision is None:
+            obligations, jurisdictions, grants, version = self._allowed_record(request_id,
+                                                                               app_id)
+        else:
+            if not decision.allowed or decision.request_id != request_id:
+                raise InvalidRequest("only the output of an allowed request is labelled")
+            obligations, jurisdictions = decision.obligations, decision.jurisdictions
+            grants = [f.grant_id for f in decision.faces if f.grant_id]
+            version = decision.policy_version
+        policy = self.policy_for(self._parts, jurisdictions)
+        plan = policy.labels() if isinstance(policy, PolicySet) else None
+        return desk.label(image, request_id=request_id, obligations=obligations, plan=plan,
+                          locale=locale or self.settings.label_locale, grant_ids=grants,
+                          policy_version=version, signer=signer)
+
+    def _allowed_record(self, request_id: str, app_id: str | None = None
+                        ) -> tuple[Sequence[str], Sequence[str], Sequence[str], str]:
+        """Obligations, jurisdictions, grants and policy version of an allowed request,
+        from its audit events (the input decision and any output screening)."""
+        events = [e.event for e in self._parts.audit.for_request(request_id)
+                  if e.event.get("kind") == "check"]
+        if not events or any(e.get("verdict") != "allow" or
+                             (app_id is not None and e.get("app_id") != app_id)
+                             for e in events):
+            raise InvalidRequest("only the output of a request this gate allowed is labelled",
+                                 field="request_id")
+        obligations = list(dict.fromkeys(o for e in events for o in e.get("obligations", [])))
+        jurisdictions = list(dict.fromkeys(j for e in events
+                                           for j in e.get("jurisdictions", [])))
+        grants = list(dict.fromkeys(g for e in events for g in e.get("grant_ids", [])))
+        return obligations, jurisdictions, grants, str(events[0].get("policy_version", ""))
+
+    def trace(self, image: bytes) -> Trace:
+        """Where did this image come from? Its request and audit record, or
+        ``found: false`` (never somebody else's record)."""
+        return self.incident_desk().trace(image)
+
+    def report(self, image: bytes | None = None, pdq: str | Sequence[str] | None = None,
+               reason: str = "ncii", subject_id: str | None = None,
+               contact: str | None = None) -> Report:
+        """A takedown report: the image's hashes are blocked at once (provisionally),
+        a trace runs and is attached, and the report's deadline is set (the shortest
+        takedown window of the jurisdiction packs in force, else ``takedown_hours``)."""
+        desk = self.incident_desk()
+        if subject_id is not None and self._parts.store.get_subject(subject_id) is None:
+            raise NotFound("no such subject")
+        policy = self.policy_for(self._parts)
+        hours = policy.takedown_hours if isinstance(policy, PolicySet) else None
+        return desk.report(image=image, pdq=pdq, reason=reason, subject_id=subject_id,
+                           contact=contact,
+                           takedown_hours=min(hours or self.settings.takedown_hours,
+                                              self.settings.takedown_hours))
+
     def _start(self, request: GateRequest, for_output: bool
                ) -> tuple[str, StageTimer, _Outcome, concurrent.futures.Future[Decision]]:
         self._check_open()
@@ -497,10 +626,13 @@ class FaceGate:
         with timer.stage("screen"):
             content, text_rules = _effective_content(request)
         screen_nudity = for_output and parts.nudity is not None
+        desk = self.incident
+        need_pdq = desk is not None and len(desk.blocklist) > 0
         analyses = self.faces.analyse(
             [img.data for img in request.images],
             need_age="sexual" in content or screen_nudity, need_nudity=screen_nudity,
-            timer=timer)
+            need_pdq=need_pdq, timer=timer)
+        known = _known_images(desk, analyses) if need_pdq else []
         if screen_nudity and any(a.sexual for a in analyses):
             content = (content - {"general"}) | {"sexual"}
             text_rules = [*text_rules, "output.nudity"]
@@ -529,6 +661,9 @@ class FaceGate:
         if verdict == "needs_consent" and result.formality_gaps:
             reasons += _formality_reasons(policy, request.operation, content,
                                           result.formality_gaps)
+        if known:  # core rule: no policy can allow a known (reported, listed) image
+            verdict = "deny"
+            reasons = [*known, *(r for r in reasons if r.effect == "deny")]
         if not outcome.claim("worker"):
             raise _Superseded()  # the timeout answered for this request already
         if verdict == "allow" and not for_output:
@@ -543,8 +678,21 @@ class FaceGate:
             jurisdictions=list(evaluation.jurisdictions),
         )
         with timer.stage("audit"):
-            self._audit_decision(request, decision, text_rules, parts)
+            self._audit_decision(request, decision, text_rules, parts, for_output=for_output)
+        if desk is not None:
+            self._record_attempts(desk, request, decision)
         return decision.model_copy(update={"latency_ms": dict(timer.stages)})
+
+    @staticmethod
+    def _record_attempts(desk: IncidentDesk, request: GateRequest, decision: Decision) -> None:
+        """What the people whose faces were refused see (never raises: the decision,
+        already audited, stands)."""
+        try:
+            desk.attempts.record(decision, app_id=request.requester.app_id,
+                                 operation=request.operation)
+        except Exception:  # noqa: BLE001
+            log.error("attempt could not be recorded", extra={"request_id":
+                                                              decision.request_id})
 
     def _thresholds(self) -> Thresholds:
         s = self.settings
@@ -589,18 +737,23 @@ class FaceGate:
         log.error("check failed closed", extra={"request_id": request_id, "fault": fault})
         decision = _denied(request_id, self.policy_for(self._parts).version, fault, timer)
         try:
-            self._audit_decision(request, decision, [], self._parts)
+            self._audit_decision(request, decision, [], self._parts,
+                                 for_output=_is_output(request))
         except Exception:  # noqa: BLE001 -- the deny stands even if it cannot be audited
             log.error("audit append failed", extra={"request_id": request_id})
         return decision
 
     @staticmethod
     def _audit_decision(request: GateRequest, decision: Decision, text_rules: list[str],
-                        parts: Parts) -> None:
+                        parts: Parts, *, for_output: bool = False) -> None:
+        user_id = request.requester.user_id
         parts.audit.append({
             "kind": "check",
+            "stage": "output" if for_output else "input",
             "request_id": decision.request_id,
             "app_id": request.requester.app_id,
+            "user_ref": None if user_id is None else
+            subject_ref(parts.audit_key, f"user:{request.requester.app_id}:{user_id}"),
             "operation": request.operation,
             "verdict": decision.verdict,
             "rule_ids": sorted({r.rule_id for r in decision.reasons}),
@@ -611,6 +764,7 @@ class FaceGate:
             "text_rules": text_rules,
             "policy_version": decision.policy_version,
             "jurisdictions": decision.jurisdictions,
+            "obligations": decision.obligations,
         })
 
 
@@ -622,6 +776,25 @@ def _output_request(image: bytes, request_id: str, requester: Requester, operati
         "operation": operation, "images": [ImageInput(role="output", data=image)],
         "content": list(content), "prompt": prompt, "requester": requester,
         "request_id": request_id, "jurisdictions": list(jurisdictions)})
+
+
+def _is_output(request: GateRequest) -> bool:
+    """A ``check_output`` request (one image, role ``output``)."""
+    return len(request.images) == 1 and request.images[0].role == "output"
+
+
+def _known_images(desk: IncidentDesk | None, analyses: Sequence[ImageAnalysis]
+                  ) -> list[Reason]:
+    """``core.known_image``: a frame of an input matches the blocklist (PDQ distance)."""
+    if desk is None:
+        return []
+    out: list[Reason] = []
+    for image_index, analysis in enumerate(analyses):
+        if analysis.pdq and desk.blocklist.match_frames(analysis.pdq):
+            out.append(Reason(rule_id="core.known_image", effect="deny",
+                              message=f"image {image_index} matches a reported or listed "
+                                      "image (perceptual hash); it cannot be used"))
+    return out
 
 
 def _denied(request_id: str, policy_version: str, fault: str, timer: StageTimer) -> Decision:

@@ -162,6 +162,7 @@ def build_gate(settings: Settings, **given: Any) -> FaceGate:
         index=build_index(settings, embedder.dim, store.template_count()),
         store=store, policy=policy, audit=SqlAuditSink(engine),
         cipher=TemplateCipher(keys), audit_key=audit_key, nudity=nudity, tokens=tokens,
+        mark_keys=tuple(load_keyring(settings.resolved_mark_key_file())),
     )
     if given:
         parts = dataclasses.replace(parts, **given)

@@ -29,6 +29,7 @@ from cachetools import TTLCache
 from gate.errors import InvalidImage
 from gate.imaging import DecodedImage, DecodeLimits, decode_image
 from gate.imaging.video import VideoLimits, decode_video, is_video
+from gate.incident.pdq import FrameHash, hash_frames
 from gate.vision.age import AgeBand, AgeEstimator
 from gate.vision.align import align_face
 from gate.vision.detect import Detection, FaceDetector, box_iou
@@ -89,6 +90,8 @@ class ImageAnalysis:
     faces: tuple[AnalysedFace, ...]
     with_age: bool
     sexual: bool | None = None  # None: not screened
+    #: PDQ hashes of every decoded frame (``core.known_image``); None: not hashed.
+    pdq: tuple[FrameHash, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +163,12 @@ class FaceAnalyzer:
 
     # -- requests -----------------------------------------------------------------------
     def analyse(self, images: Sequence[bytes], *, need_age: bool = False,
-                need_nudity: bool = False, timer: StageTimer | None = None
-                ) -> list[ImageAnalysis]:
+                need_nudity: bool = False, need_pdq: bool = False,
+                timer: StageTimer | None = None) -> list[ImageAnalysis]:
         """One ``ImageAnalysis`` per input (image or video), in order.
 
         Byte-identical inputs analysed recently come from the cache, unless this request
-        needs what the cached analysis lacks (ages, the nudity reading).
+        needs what the cached analysis lacks (ages, the nudity reading, PDQ hashes).
         """
         timer = timer or StageTimer()
         out: list[ImageAnalysis | None] = []
@@ -174,7 +177,8 @@ class FaceAnalyzer:
             key = hashlib.sha256(data).hexdigest()
             cached = self._cached(key)
             if cached is not None and ((need_age and not cached.with_age)
-                                       or (need_nudity and cached.sexual is None)):
+                                       or (need_nudity and cached.sexual is None)
+                                       or (need_pdq and cached.pdq is None)):
                 cached = None
             out.append(cached)
             if cached is None:
@@ -187,7 +191,7 @@ class FaceAnalyzer:
                 for _, _, decoded in fresh:
                     found.append(self.detect(decoded))
             analyses = self._finish([d for _, _, d in fresh], found, need_age=need_age,
-                                    need_nudity=need_nudity, timer=timer)
+                                    need_nudity=need_nudity, need_pdq=need_pdq, timer=timer)
             for (i, key, _), analysis in zip(fresh, analyses, strict=True):
                 out[i] = analysis
                 self._store(key, analysis)
@@ -227,7 +231,8 @@ class FaceAnalyzer:
         return _dedupe(found)
 
     def _finish(self, decoded: Sequence[DecodedImage], found: Sequence[list[FoundFace]], *,
-                need_age: bool, need_nudity: bool, timer: StageTimer) -> list[ImageAnalysis]:
+                need_age: bool, need_nudity: bool, timer: StageTimer,
+                need_pdq: bool = False) -> list[ImageAnalysis]:
         """Align, score, estimate ages (when needed) and embed all faces in one batch."""
         aligned: list[list[AlignedFace]] = []
         with timer.stage("align"):
@@ -253,6 +258,10 @@ class FaceAnalyzer:
             with timer.stage("nudity"):
                 sexual = [any(self.nudity.score(f.pixels).is_sexual for f in image.frames)
                           for image in decoded]
+        pdq: list[tuple[FrameHash, ...] | None] = [None] * len(decoded)
+        if need_pdq:
+            with timer.stage("pdq"):
+                pdq = [tuple(hash_frames(image)) for image in decoded]
         out: list[ImageAnalysis] = []
         n = 0
         for i, image_aligned in enumerate(aligned):
@@ -263,7 +272,8 @@ class FaceAnalyzer:
                 n += 1
                 years, band = ages.get((i, j), (None, None))
                 analysed.append(_analysed(face, vector, years, band))
-            out.append(ImageAnalysis(tuple(analysed), with_age=need_age, sexual=sexual[i]))
+            out.append(ImageAnalysis(tuple(analysed), with_age=need_age, sexual=sexual[i],
+                                     pdq=pdq[i]))
         return out
 
     # -- cache ----------------------------------------------------------------------------

@@ -147,6 +147,31 @@ class Settings(BaseSettings):
     #: Ed25519 keyring that signs grant tokens; default ``signing.jwk`` beside the
     #: template key file (``GATE_CONSENT_SIGNING_KEY_FILE``).
     consent_signing_key_file: Path | None = None
+    # -- incident response (docs/incident-response.md) ----------------------------------
+    #: Hours an operator has to act on a takedown report (US TAKE IT DOWN Act: 48); a
+    #: jurisdiction pack with a shorter window wins.
+    takedown_hours: int = Field(default=48, ge=1, le=24 * 30)
+    #: Keyring of the invisible output mark; default ``mark.key`` beside the template key.
+    mark_key_file: Path | None = None
+    #: Who the implicit labels name as producer (GB 45438 ``ContentProducer``).
+    content_producer: str = Field(default="consent-gate", min_length=1, max_length=200)
+    #: Language of visible labels (``label_visible``), e.g. ``en``, ``zh-CN``.
+    label_locale: str = Field(default="en", min_length=2, max_length=16)
+    #: C2PA signing (obligation ``embed_c2pa_manifest``; extra ``[c2pa]``).
+    c2pa_cert_file: Path | None = None
+    c2pa_key_file: Path | None = None
+    c2pa_alg: Literal["es256", "es384", "ps256", "ed25519"] = "es256"
+    #: Signed webhook that tells enrolled people about attempts on their face
+    #: (aggregated per person and window; never per request).
+    notify_webhook_url: str | None = None
+    notify_window_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    #: How often the sidecar aggregates and delivers; tries before a dead letter; the
+    #: first retry's delay (doubling after); one delivery's timeout.
+    notify_interval_s: float = Field(default=60.0, gt=0)
+    notify_max_tries: int = Field(default=8, ge=1, le=100)
+    notify_backoff_s: float = Field(default=60.0, ge=0)
+    notify_timeout_s: float = Field(default=5.0, gt=0, le=120)
+
     #: A grant token never outlives this, even for a grant without expiry.
     consent_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     #: The used-up state of counted grants reaches the revocation feed within this.
@@ -192,6 +217,9 @@ class Settings(BaseSettings):
     def resolved_signing_key_file(self) -> Path:
         return self.consent_signing_key_file or \
             self.resolved_key_file().parent / "signing.jwk"
+
+    def resolved_mark_key_file(self) -> Path:
+        return self.mark_key_file or self.resolved_key_file().parent / "mark.key"
 
     @property
     def permissive_threshold(self) -> float:

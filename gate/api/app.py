@@ -18,13 +18,18 @@ from pydantic.json_schema import models_json_schema
 
 from gate import __version__
 from gate.api.auth import require
-from gate.api.bodies import CHECK_FILE_FIELDS, ENROLL_FILE_FIELDS, OUTPUT_FILE_FIELDS
+from gate.api.bodies import (
+    CHECK_FILE_FIELDS,
+    ENROLL_FILE_FIELDS,
+    OUTPUT_FILE_FIELDS,
+    REPORT_FILE_FIELDS,
+)
 from gate.api.errors import install_error_handlers
 from gate.api.keys import KeyStore
 from gate.api.limits import BodySizeLimit, RateLimiter
 from gate.api.logging import RequestContext
 from gate.api.metrics import Metrics
-from gate.api.routes import audit, check, consent, grants, health, portal, subjects
+from gate.api.routes import audit, check, consent, grants, health, incident, portal, subjects
 from gate.api.schemas import (
     CheckBody,
     CheckFields,
@@ -32,6 +37,11 @@ from gate.api.schemas import (
     CheckOutputFields,
     EnrollBody,
     EnrollFields,
+    LabelOutputBody,
+    LabelOutputFields,
+    ReportBody,
+    ReportFields,
+    TraceBody,
     multipart_schema,
 )
 from gate.api.services import Services
@@ -39,6 +49,7 @@ from gate.api.settings import ApiSettings
 from gate.consent.config import ConsentConfig
 from gate.consent.service import ConsentService
 from gate.engine import FaceGate
+from gate.incident.notify import Notifier
 from gate.settings import Settings
 
 DESCRIPTION = """\
@@ -75,14 +86,18 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
             await anyio.to_thread.run_sync(FaceGate.from_settings, settings)
         consent_service = ConsentService(engine, consent_config or ConsentConfig())
         keys = KeyStore(consent_service.engine)
+        notifier = _notifier(engine.settings, consent_service)
         metrics.observe_readiness(await anyio.to_thread.run_sync(engine.readiness))
         app.state.services = Services(
             gate=engine, consent=consent_service, keys=keys, metrics=metrics, api=api,
-            limiter=RateLimiter(api.rate_limit_per_s, api.rate_limit_burst))
+            limiter=RateLimiter(api.rate_limit_per_s, api.rate_limit_burst),
+            notifier=notifier)
         try:
             yield
         finally:
             app.state.services = None
+            if notifier is not None:
+                notifier.close()
             consent_service.close()
             if gate is None:
                 engine.close()
@@ -90,7 +105,7 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
     app = FastAPI(title="consent-gate", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)
     install_error_handlers(app)
-    for module in (check, subjects, grants, audit, health, consent, portal):
+    for module in (check, subjects, grants, audit, health, consent, portal, incident):
         app.include_router(module.router)
     metrics_deps = [Depends(require("admin"))] if api.metrics_auth == "admin" else []
     app.add_api_route("/metrics", health.metrics, methods=["GET"], tags=["health"],
@@ -99,6 +114,18 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
     app.add_middleware(RequestContext, observe=metrics.observe_http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _notifier(settings: Settings, consent_service: ConsentService) -> Notifier | None:
+    """The attempt notifier's background thread, when a webhook is configured."""
+    if not settings.notify_webhook_url:
+        return None
+    notifier = Notifier(consent_service.engine, consent_service.tokens.keyring,
+                        url=settings.notify_webhook_url, window_s=settings.notify_window_s,
+                        max_tries=settings.notify_max_tries,
+                        backoff_s=settings.notify_backoff_s,
+                        timeout_s=settings.notify_timeout_s)
+    return notifier.start(settings.notify_interval_s)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -110,7 +137,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description,
                          routes=app.routes)
     _, defs = models_json_schema(
-        [(m, "validation") for m in (CheckBody, CheckOutputBody, EnrollBody)],
+        [(m, "validation") for m in (CheckBody, CheckOutputBody, EnrollBody, TraceBody,
+                                     LabelOutputBody, ReportBody)],
         ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, body in defs.get("$defs", {}).items():
@@ -118,5 +146,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components["CheckForm"] = multipart_schema(CheckFields, CHECK_FILE_FIELDS)
     components["CheckOutputForm"] = multipart_schema(CheckOutputFields, OUTPUT_FILE_FIELDS)
     components["EnrollForm"] = multipart_schema(EnrollFields, ENROLL_FILE_FIELDS)
+    components["LabelOutputForm"] = multipart_schema(LabelOutputFields, OUTPUT_FILE_FIELDS)
+    components["ReportForm"] = multipart_schema(ReportFields, REPORT_FILE_FIELDS)
     app.openapi_schema = schema
     return schema

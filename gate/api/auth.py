@@ -24,8 +24,10 @@ bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
-def require(scope: str) -> Callable[..., ApiKey]:
-    """A dependency that admits keys holding ``scope`` (sync: runs in the thread pool)."""
+def require(scope: str, *also: str) -> Callable[..., ApiKey]:
+    """A dependency that admits keys holding ``scope`` (or one of ``also``; sync: runs in
+    the thread pool)."""
+    accepted = (scope, *also)
 
     def dependency(request: Request, credentials: Credentials) -> ApiKey:
         svc = services(request)
@@ -35,14 +37,15 @@ def require(scope: str) -> Callable[..., ApiKey]:
         if key is None:
             raise Unauthorized("the API key is invalid or revoked")
         request.state.app_id = key.app_id
-        if scope not in key.scopes:
-            raise Forbidden(f"this API key lacks the '{scope}' scope")
+        if not any(s in key.scopes for s in accepted):
+            raise Forbidden(f"this API key lacks the '{scope}' scope" if not also else
+                            f"this API key lacks a scope of {list(accepted)}")
         retry_after = svc.limiter.take(key.key_id)
         if retry_after is not None:
             raise RateLimited(retry_after)
         return key
 
-    dependency.__name__ = f"require_{scope}"
+    dependency.__name__ = f"require_{'_or_'.join(accepted)}"
     return dependency
 
 

@@ -25,6 +25,12 @@ from gate.api.schemas import (
     CheckOutputFields,
     EnrollBody,
     EnrollFields,
+    LabelOutputBody,
+    LabelOutputFields,
+    ReportBody,
+    ReportFields,
+    TraceBody,
+    TraceFields,
     _Body,
 )
 from gate.errors import InvalidRequest
@@ -44,6 +50,8 @@ CHECK_FILE_FIELDS = {
 }
 OUTPUT_FILE_FIELDS = {"image": "The generated image."}
 ENROLL_FILE_FIELDS = {"image": "A photo showing exactly one face (repeat for more)."}
+TRACE_FILE_FIELDS = {"image": "The image to trace."}
+REPORT_FILE_FIELDS = {"image": "The reported image (hashed and traced, then discarded)."}
 _MAX_FORM_PARTS = 64
 
 
@@ -153,3 +161,40 @@ async def read_enroll(request: Request) -> tuple[EnrollFields, list[bytes]]:
     if not files:
         raise InvalidRequest("send at least one photo", field="image")
     return body, [data for _, data in files]
+
+
+async def _one_image(request: Request, json_model: type[M], form_model: type[F],
+                     files_doc: dict[str, str], *, optional: bool = False
+                     ) -> tuple[M | F, bytes | None]:
+    body, files = await _read(request, json_model, form_model, set(files_doc))
+    if files:
+        if len(files) != 1:
+            raise InvalidRequest("send exactly one image", field="image")
+        return body, files[0][1]
+    encoded = getattr(body, "image_b64", None)
+    if encoded:
+        return body, b64(encoded, "image_b64")
+    if optional:
+        return body, None
+    raise InvalidRequest("send exactly one image", field="image")
+
+
+async def read_trace(request: Request) -> bytes:
+    _, image = await _one_image(request, TraceBody, TraceFields, TRACE_FILE_FIELDS)
+    assert image is not None
+    return image
+
+
+async def read_label_output(request: Request) -> tuple[LabelOutputFields, bytes]:
+    body, image = await _one_image(request, LabelOutputBody, LabelOutputFields,
+                                   OUTPUT_FILE_FIELDS)
+    assert image is not None
+    return body, image
+
+
+async def read_report(request: Request) -> tuple[ReportFields, bytes | None]:
+    body, image = await _one_image(request, ReportBody, ReportFields, REPORT_FILE_FIELDS,
+                                   optional=True)
+    if image is None and not body.pdq:
+        raise InvalidRequest("send the image or its PDQ hash", field="image")
+    return body, image

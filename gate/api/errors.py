@@ -36,6 +36,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "storage_unavailable": 503,
     "audit_failed": 503,
     "gate_closed": 503,
+    "report_resolved": 409,
+    "invalid_hash": 422,
+    "hash_list_invalid": 422,
+    "pdq_unavailable": 503,
+    "provenance_failed": 503,
 }
 
 #: Codes for statuses raised by the framework itself (routing, body parsing).

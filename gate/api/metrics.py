@@ -53,6 +53,34 @@ class Metrics:
                                       "Decisions that overran the engine's deadline "
                                       "(denied, core.fail_closed).", registry=r)
 
+        self.reports_open = Gauge("gate_reports_open", "Takedown reports not yet acted on.",
+                                  registry=r)
+        self.reports_overdue = Gauge("gate_reports_overdue",
+                                     "Open takedown reports past their deadline.", registry=r)
+        self.report_action = Histogram(
+            "gate_report_time_to_action_seconds",
+            "From a takedown report's intake to its resolution.", ["status"],
+            buckets=(600, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 48 * 3600,
+                     72 * 3600, 7 * 24 * 3600), registry=r)
+
+        self.notifications = Gauge("gate_notifications",
+                                   "Attempt notifications by state (every replica).",
+                                   ["state"], registry=r)
+        self.notifier_events = Gauge("gate_notifier_events",
+                                     "This process's notifier: aggregated, sent, failed "
+                                     "tries, dead letters, failed rounds.", ["event"],
+                                     registry=r)
+
+    def observe_notifier(self, backlog: Mapping[str, int], events: Mapping[str, int]) -> None:
+        for state, n in backlog.items():
+            self.notifications.labels(state).set(n)
+        for event, n in events.items():
+            self.notifier_events.labels(event).set(n)
+
+    def observe_reports(self, counts: Mapping[str, int]) -> None:
+        self.reports_open.set(counts.get("open", 0))
+        self.reports_overdue.set(counts.get("overdue", 0))
+
     def observe_decision(self, endpoint: str, decision: Decision) -> None:
         self.decisions.labels(endpoint, decision.verdict).inc()
         if any(r.rule_id == "core.fail_closed" and "(timeout)" in r.message

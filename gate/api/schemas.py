@@ -8,11 +8,18 @@ JSON (``data_b64``) or as files in ``multipart/form-data``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gate.types import ContentCategory, ContentList, Operation, Role, SubjectStatus
+from gate.types import (
+    ContentCategory,
+    ContentList,
+    Decision,
+    Operation,
+    Role,
+    SubjectStatus,
+)
 
 _ID = r"^[A-Za-z0-9._:-]{1,64}$"
 #: Subject and grant ids in paths and queries.
@@ -79,6 +86,9 @@ class CheckOutputFields(_Body):
     prompt: str = Field(default="", max_length=20_000)
     content: ContentList = Field(default_factory=_general)
     user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    label: bool = Field(default=False, description=(
+        "When the output is allowed, also return it marked and labelled (as "
+        "/v1/label-output does) in labelled_image_b64."))
 
 
 class CheckOutputBody(CheckOutputFields):
@@ -123,6 +133,89 @@ class GrantBody(_Body):
     not_before: datetime | None = None
     expires_at: datetime | None = None
     max_uses: int | None = Field(default=None, ge=1, le=MAX_INT)
+
+
+class TraceFields(_Body):
+    """``POST /v1/trace`` takes only the image (multipart field ``image``)."""
+
+
+class TraceBody(TraceFields):
+    """``POST /v1/trace`` as JSON."""
+
+    image_b64: str = Field(min_length=1, description="The image to trace, base64.")
+
+
+class LabelOutputFields(_Body):
+    """Which allowed request the generated image belongs to."""
+
+    request_id: str = Field(pattern=_ID, description="The request id of the input decision.")
+    locale: str | None = Field(default=None, min_length=2, max_length=16,
+                               description="Language of a visible label (e.g. zh-CN).")
+
+
+class LabelOutputBody(LabelOutputFields):
+    """``POST /v1/label-output`` as JSON."""
+
+    image_b64: str = Field(min_length=1, description="The generated image, base64.")
+
+
+PDQ_HEX = r"^[0-9a-fA-F]{64}$"
+
+
+class ReportFields(_Body):
+    """A takedown report without its image (multipart ``image`` field, optional when
+    ``pdq`` is given)."""
+
+    list_fields: ClassVar[frozenset[str]] = frozenset({"pdq"})
+
+    reason: Literal["ncii", "impersonation", "minor", "other"] = "ncii"
+    pdq: list[Annotated[str, Field(pattern=PDQ_HEX)]] = Field(
+        default_factory=list, max_length=64,
+        description="PDQ hashes (64 hex) computed where the image is.")
+    subject_id: str | None = Field(default=None, pattern=_ID,
+                                   description="The enrolled person shown, if known.")
+    contact: str | None = Field(default=None, min_length=1, max_length=500,
+                                description="How to reach the reporter (kept with the "
+                                            "report, erased with the subject).")
+
+
+class ReportBody(ReportFields):
+    """``POST /v1/reports`` as JSON."""
+
+    image_b64: str | None = Field(default=None, min_length=1,
+                                  description="The reported image, base64.")
+
+
+class ResolveBody(_Body):
+    status: Literal["actioned", "rejected"]
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class BlocklistEntry(BaseModel):
+    entry_id: str
+    pdq: str
+    quality: int | None
+    source: str
+    list_name: str | None
+    report_id: str | None
+    provisional: bool
+    added_at: str
+
+
+class BlocklistPage(BaseModel):
+    entries: list[BlocklistEntry]
+    total: int
+
+
+class ImportResult(BaseModel):
+    added: int
+
+
+class CheckOutputResult(Decision):
+    """The output decision, and the labelled image when ``label`` was asked and allowed."""
+
+    labelled_image_b64: str | None = None
+    labelled_media_type: str | None = None
 
 
 class AuditEvent(BaseModel):

@@ -23,6 +23,7 @@ from gate.api.metrics import Metrics
 from gate.api.settings import ApiSettings
 from gate.consent.service import ConsentService
 from gate.engine import FaceGate
+from gate.incident.notify import Notifier
 
 T = TypeVar("T")
 
@@ -35,6 +36,8 @@ class Services:
     limiter: RateLimiter
     metrics: Metrics
     api: ApiSettings
+    #: Tells people about attempts on their face (None: no webhook configured).
+    notifier: Notifier | None = None
 
     async def images(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run image work (decode, models) on the engine's bounded workers."""

@@ -54,6 +54,8 @@ class AuditSink(Protocol):
     def append(self, event: Mapping[str, Any]) -> AuditRecord: ...
     def query(self, since_seq: int = 0, limit: int = 100) -> list[AuditRecord]: ...
     def verify(self) -> AuditVerification: ...
+    def for_request(self, request_id: str, limit: int = 100) -> list[AuditRecord]: ...
+    def around(self, seq: int) -> list[AuditRecord]: ...
 
 
 def _verify_records(rows: Sequence[tuple[int, str, str, str]]) -> AuditVerification:
@@ -106,8 +108,10 @@ class SqlAuditSink:
                 seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
                 body = canonical_json({"seq": seq, "at": at, **event})
                 digest = chain_hash(prev, body)
+                request_id = event.get("request_id")
                 conn.execute(insert(db.audit_events).values(
-                    seq=seq, at=at, body=body, prev_hash=prev, hash=digest))
+                    seq=seq, at=at, body=body, prev_hash=prev, hash=digest,
+                    request_id=request_id if isinstance(request_id, str) else None))
         except SQLAlchemyError as exc:
             raise AuditError("the audit log could not be written") from exc
         return AuditRecord(seq, at, json.loads(body), prev, digest)
@@ -118,6 +122,25 @@ class SqlAuditSink:
             with self.engine.connect() as conn:
                 rows = conn.execute(select(db.audit_events).where(t.seq > since_seq)
                                     .order_by(t.seq).limit(limit)).all()
+        except SQLAlchemyError as exc:
+            raise AuditError("the audit log could not be read") from exc
+        return [AuditRecord(r.seq, r.at, json.loads(r.body), r.prev_hash, r.hash) for r in rows]
+
+    def for_request(self, request_id: str, limit: int = 100) -> list[AuditRecord]:
+        """The events about one request id, in order."""
+        return self._select(db.audit_events.c.request_id == request_id, limit)
+
+    def around(self, seq: int) -> list[AuditRecord]:
+        """The event ``seq`` and its neighbours (a chain segment to verify)."""
+        t = db.audit_events.c
+        return self._select((t.seq >= seq - 1) & (t.seq <= seq + 1), 3)
+
+    def _select(self, where: Any, limit: int) -> list[AuditRecord]:
+        t = db.audit_events.c
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(db.audit_events).where(where).order_by(t.seq)
+                                    .limit(limit)).all()
         except SQLAlchemyError as exc:
             raise AuditError("the audit log could not be read") from exc
         return [AuditRecord(r.seq, r.at, json.loads(r.body), r.prev_hash, r.hash) for r in rows]
@@ -156,3 +179,26 @@ class MemoryAuditSink:
 
     def verify(self) -> AuditVerification:
         return _verify_records(self.rows)
+
+    def for_request(self, request_id: str, limit: int = 100) -> list[AuditRecord]:
+        return [r for r in self.query(0, len(self.rows))
+                if r.event.get("request_id") == request_id][:limit]
+
+    def around(self, seq: int) -> list[AuditRecord]:
+        return [r for r in self.query(0, len(self.rows)) if seq - 1 <= r.seq <= seq + 1]
+
+
+def segment_verifies(records: Sequence[AuditRecord], seq: int) -> bool:
+    """Does event ``seq`` hash to its stored hash, and link to its neighbours in
+    ``records`` (the previous event's hash is its ``prev_hash``, the next one's
+    ``prev_hash`` is its hash)?"""
+    by_seq = {r.seq: r for r in records}
+    event = by_seq.get(seq)
+    if event is None or chain_hash(event.prev_hash, canonical_json(event.event)) != event.hash:
+        return False
+    before, after = by_seq.get(seq - 1), by_seq.get(seq + 1)
+    if seq > 1 and (before is None or before.hash != event.prev_hash):
+        return False
+    if seq == 1 and event.prev_hash != GENESIS:
+        return False
+    return after is None or after.prev_hash == event.hash

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from gate.consent import links, portal, requests, retention
 from gate.consent.store import ErasureHook, ExportHook
+from gate.incident import attempts, notify, reports
 
 ERASURE_HOOKS: tuple[ErasureHook, ...] = (links.forget, requests.forget, retention.forget,
-                                          portal.forget)
-EXPORT_HOOKS: tuple[ExportHook, ...] = (requests.export, retention.export)
+                                          portal.forget, attempts.forget, reports.forget,
+                                          notify.forget)
+EXPORT_HOOKS: tuple[ExportHook, ...] = (requests.export, retention.export, attempts.export,
+                                        reports.export, notify.export)

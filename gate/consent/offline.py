@@ -162,6 +162,8 @@ def _header(token: str) -> dict[str, Any]:
         raise TokenInvalid("the grant token is malformed") from exc
     if header.get("alg") not in _ACCEPTED_ALGS or not isinstance(header.get("kid"), str):
         raise TokenInvalid("the grant token's header is not an Ed25519 grant header")
+    if header.get("typ", TOKEN_TYPE) != TOKEN_TYPE:
+        raise TokenInvalid("the token is not a grant token")
     return dict(header)
 
 

@@ -33,6 +33,7 @@ from gate.consent.proof import Proof
 from gate.consent.retention import ActivityLog
 from gate.consent.store import Person
 from gate.errors import ConsentError, NotFound
+from gate.incident.attempts import Attempts
 from gate.types import Grant, Requester, Subject, SubjectStatus
 
 
@@ -88,8 +89,8 @@ class Portal:
 
     # -- the person's own data ----------------------------------------------------------
     def overview(self, subject_id: str) -> dict[str, Any]:
-        """Everything the portal shows: who may use their face, how, and the decisions
-        that used each grant."""
+        """Everything the portal shows: who may use their face, how, the decisions that
+        used each grant, and the attempts refused (or sent for consent) because of it."""
         subject = self.lifecycle.get_subject(subject_id)
         now = self.clock()
         grants = sorted(self.lifecycle.list_grants(subject_id), key=lambda g: g.created_at,
@@ -106,6 +107,8 @@ class Portal:
                         "uses_left": None if g.max_uses is None else max(0, g.max_uses - g.uses)}
                        for g in grants],
             "decisions": uses,
+            # refused / consent-asking checks because of their face (never the image)
+            "attempts": [a.as_json() for a in Attempts(self.engine).of(subject_id, 100)],
         }
 
     def revoke(self, subject_id: str, grant_id: str) -> Grant:

@@ -42,6 +42,19 @@ class Person:
     grant_ids: tuple[str, ...]
 
 
+def append_change(conn: Connection, kind: str, subject_id: str | None = None) -> None:
+    """Append to the change feed inside the same transaction as the change.
+
+    Readers apply the feed in ``seq`` order and never look back, so seq order must be
+    commit order. SQLite's ``BEGIN IMMEDIATE`` serialises writers already; on PostgreSQL
+    a transaction-scoped advisory lock does (otherwise a transaction that took a lower seq
+    could commit after a replica has read a higher one).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
+    conn.execute(insert(db.changes).values(kind=kind, subject_id=subject_id, at=utcnow()))
+
+
 def erasure_digest(subject_id: str) -> str:
     """What the change feed says about an erased subject: not their id, a one-way digest
     of it. A replica that holds the subject in its index recognises it (it computes the
@@ -124,16 +137,7 @@ class SqlConsentStore:
 
     @staticmethod
     def _record(conn: Connection, kind: str, subject_id: str | None) -> None:
-        """Append to the change feed inside the same transaction as the change.
-
-        Readers apply the feed in ``seq`` order and never look back, so seq order must be
-        commit order. SQLite's ``BEGIN IMMEDIATE`` serialises writers already; on
-        PostgreSQL a transaction-scoped advisory lock does (otherwise a transaction that
-        took a lower seq could commit after a replica has read a higher one).
-        """
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_FEED_LOCK})")
-        conn.execute(insert(db.changes).values(kind=kind, subject_id=subject_id, at=utcnow()))
+        append_change(conn, kind, subject_id)
 
     # -- subjects ---------------------------------------------------------------------
     def add_subject(self, subject: Subject, ciphertexts: list[bytes], key_id: str) -> None:

@@ -121,8 +121,11 @@ class SigningKeyring:
             self._save()
         return dropped
 
-    def sign(self, claims: Mapping[str, Any]) -> str:
-        header = {"alg": ALGORITHM, "kid": self.active_kid, "typ": TOKEN_TYPE}
+    def sign(self, claims: Mapping[str, Any], *, typ: str = TOKEN_TYPE) -> str:
+        """A compact JWS of ``claims`` by the active key; ``typ`` says what it is (a grant
+        token by default; notifications use their own type so neither passes for the
+        other)."""
+        header = {"alg": ALGORITHM, "kid": self.active_kid, "typ": typ}
         payload = json.dumps(dict(claims), sort_keys=True, separators=(",", ":"))
         return jws.serialize_compact(header, payload.encode(), self._keys[0],
                                      algorithms=[ALGORITHM])

@@ -93,6 +93,9 @@ audit_events = Table(
     Column("body", Text, nullable=False),  # canonical JSON of the event
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    #: The request a decision event is about (indexed: trace finds its record).
+    Column("request_id", String(64)),
+    Index("ix_audit_events_request", "request_id"),
 )
 
 #: The change feed: every consent change appends a row. Replicas (and caches) catch up by
@@ -181,4 +184,5 @@ def _harden_sqlite(engine: Engine) -> None:
 
 
 # Tables of the consent lifecycle (requests, links, signing keys...) live beside it.
-import gate.consent.tables  # noqa: E402, F401
+import gate.consent.tables  # noqa: E402
+import gate.incident.tables  # noqa: E402, F401

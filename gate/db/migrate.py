@@ -129,6 +129,11 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str | None:
             engine.dispose()
 
 
+#: Tables later revisions created (an unversioned 0002 database has none of them).
+_ADDED_AFTER_0002 = frozenset({"self_enrolments", "marks", "blocklist", "reports", "attempts",
+                               "notifications"})
+
+
 def _adoption_revision(conn: Connection) -> str | None:
     """The revision an unversioned database (made by ``create_all`` before migrations
     existed) matches, or None when it is versioned or empty."""
@@ -138,8 +143,8 @@ def _adoption_revision(conn: Connection) -> str | None:
         return None
     if gate_tables == _ADOPTABLE["0001"]:
         return "0001"
-    if gate_tables >= _ADOPTABLE["0001"] and gate_tables == set(db.metadata.tables) - {
-            "self_enrolments"}:
+    if gate_tables >= _ADOPTABLE["0001"] and gate_tables == set(db.metadata.tables) - \
+            _ADDED_AFTER_0002:
         return "0002"
     raise StorageError("the database has gate tables that differ from every schema "
                        "revision and no migration history; migrate it by hand")

@@ -53,6 +53,7 @@ class IndexFollower:
             self._digests = previous._digests
         self._lock = threading.RLock()
         self._on_forget: list[Callable[[], None]] = []
+        self._on_change: dict[str, list[Callable[[], object]]] = {}
 
     # -- what others read ----------------------------------------------------------------
     @property
@@ -80,6 +81,11 @@ class IndexFollower:
     def on_forget(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` whenever a subject is erased (here or on another replica)."""
         self._on_forget.append(callback)
+
+    def on_change(self, kind: str, callback: Callable[[], object]) -> None:
+        """Run ``callback`` (once per ``sync``) when the feed carries a change of ``kind``
+        that another module owns (e.g. ``blocklist``)."""
+        self._on_change.setdefault(kind, []).append(callback)
 
     def set_cipher(self, cipher: TemplateCipher) -> None:
         with self._lock:
@@ -130,7 +136,10 @@ class IndexFollower:
         """Apply consent changes made elsewhere; returns the number applied."""
         with self._lock:
             changes = self.store.changes_since(self._state.seq)
+            others: set[str] = set()
             for seq, kind, named in changes:
+                if kind in self._on_change:
+                    others.add(kind)
                 if kind == "subject_delete":
                     self._forgotten()
                     # an erasure names a digest (older databases: the id itself)
@@ -143,6 +152,9 @@ class IndexFollower:
                     self._state.index.remove(named)
                     self._add(named)
                 self._state.seq = seq
+            for kind in others:
+                for callback in self._on_change[kind]:
+                    callback()
             return len(changes)
 
     def _add(self, subject_id: str) -> None:

@@ -457,16 +457,8 @@ def _record(row: Any) -> NotificationRecord:
 
 
 def _sign_typed(keyring: SigningKeyring, claims: Mapping[str, Any], typ: str) -> str:
-    """A compact JWS of ``claims`` by the keyring's active key, with header ``typ``.
-
-    ``SigningKeyring.sign`` always writes the grant-token ``typ``; a notification must not
-    be mistaken for a grant, so this signs with the keyring's active key directly. Once
-    ``SigningKeyring.sign`` takes ``typ=``, this becomes ``keyring.sign(claims, typ=typ)``.
-    """
-    key = keyring._keys[0]  # the active key (the list is replaced, never mutated)
-    header = {"alg": ALGORITHM, "kid": str(key.kid), "typ": typ}
-    payload = json.dumps(dict(claims), sort_keys=True, separators=(",", ":"))
-    return jws.serialize_compact(header, payload.encode(), key, algorithms=[ALGORITHM])
+    """A compact JWS of ``claims`` by the keyring's active key, with header ``typ``."""
+    return keyring.sign(claims, typ=typ)
 
 
 # -- the receiver's side -----------------------------------------------------------------

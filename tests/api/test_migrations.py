@@ -43,7 +43,7 @@ def describe(url: str) -> dict[str, object]:
         engine.dispose()
 
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def create_all(url: str) -> None:

@@ -2,7 +2,8 @@
 
 A person with everything the gate can hold about them (templates, a grant with a signed
 token, a consent request, a portal link and session, the decisions that used their grant,
-their last-seen time, an app's self-enrolment) is erased through the SDK, the CLI,
+their last-seen time, an app's self-enrolment, an attempt on their face, a notification
+about it, a takedown report naming them) is erased through the SDK, the CLI,
 ``DELETE /v1/subjects/{id}`` or the portal's erase button. Then every table is scanned:
 no row names the subject or holds their template, only the audit log keeps keyed
 references, the index no longer finds them, and their grant token is listed as revoked.
@@ -74,13 +75,24 @@ def _person(gate: FaceGate) -> Person:
             enrolment_id="senr_1", app_id="studio", user_id="erin-user-7f3",
             state="enrolled",
             subject_id=sid, created_at=utcnow(), expires_at=utcnow()))
+        from gate.incident import tables as it
+
+        conn.execute(it.notifications.insert().values(  # a notification about an attempt
+            notification_id="ntf_1", subject_id=sid, body=f'{{"subject_id": "{sid}"}}',
+            state="dead", tries=8, next_at=utcnow(), created_at=utcnow()))
+    other_app = GateRequest(operation="img2img", requester=Requester(app_id="elsewhere"),
+                            images=[ImageInput(role="init", data=FACE)])
+    assert gate.check(other_app).verdict in ("needs_consent", "deny")  # an attempt
+    gate.report(pdq="ab" * 32, reason="impersonation", subject_id=sid,
+                contact="erin@example.org")  # a takedown report naming them
     return Person(gate, svc, sid, gate.lifecycle.ref(sid), grant.grant_id, portal_token)
 
 
 def _rows_naming(person: Person) -> dict[str, list[str]]:
     """Every row of every table that names the person (or holds their template)."""
     found: dict[str, list[str]] = {}
-    needles = (person.subject_id, person.ref, "Erin Example", "erin-user-7f3")
+    needles = (person.subject_id, person.ref, "Erin Example", "erin-user-7f3",
+               "erin@example.org")
     with person.svc.engine.connect() as conn:
         for name, table in db.metadata.tables.items():
             for row in conn.execute(select(table)).all():
@@ -165,7 +177,8 @@ def test_erasure_leaves_no_row_naming_the_person(tmp_path: Path, door: str,
         person = _person(gate)
         assert set(_rows_naming(person)) >= {
             "subjects", "templates", "grants", "consent_requests", "consent_links",
-            "consent_sessions", "consent_activity", "self_enrolments"}
+            "consent_sessions", "consent_activity", "self_enrolments", "attempts",
+            "reports", "notifications"}
         DOORS[door](person, tmp_path)
         _assert_erased(person)
         person.svc.close()
@@ -183,12 +196,14 @@ def test_a_new_table_about_people_must_register_an_erasure_hook() -> None:
                "consent_sessions", "consent_links",  # links.forget
                "consent_requests",  # requests.forget
                "consent_activity", "consent_grant_uses",  # retention.forget
-               "self_enrolments"}  # portal.forget
+               "self_enrolments",  # portal.forget
+               "attempts", "reports", "notifications"}  # gate.incident: attempts, reports,
+    #                                                          notify .forget
     people_columns = {"subject_id", "target", "verified_subject_id", "subject_ref",
                       "user_id", "owner_user", "display_name"}
     naming = {name for name, table in db.metadata.tables.items()
               if people_columns & set(table.columns.keys())}
     assert naming <= covered, f"tables about people without an erasure hook: " \
                               f"{sorted(naming - covered)}"
-    assert len(ERASURE_HOOKS) == 4
+    assert len(ERASURE_HOOKS) == 7
 

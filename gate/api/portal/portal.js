@@ -59,6 +59,16 @@ function render(me) {
     Gate.el("td", { text: d.verdict }), Gate.el("td", { text: d.grant_id }))));
   document.getElementById("no-uses").hidden = me.decisions.length > 0;
   document.getElementById("uses").hidden = me.decisions.length === 0;
+
+  const attempts = me.attempts || [];
+  const VERDICTS = { deny: "Refused", needs_consent: "Held for your consent" };
+  document.querySelector("#attempts tbody").replaceChildren(...attempts.map((a) =>
+    Gate.el("tr", {},
+      Gate.el("td", { text: Gate.when(a.at) }), Gate.el("td", { text: a.app_id || "—" }),
+      Gate.el("td", { text: OPS[a.operation] || a.operation || "—" }),
+      Gate.el("td", { text: VERDICTS[a.verdict] || a.verdict }))));
+  document.getElementById("no-attempts").hidden = attempts.length > 0;
+  document.getElementById("attempts").hidden = attempts.length === 0;
 }
 
 async function load() {

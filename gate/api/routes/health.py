@@ -33,4 +33,12 @@ async def readyz(request: Request) -> Readiness:
 async def metrics(request: Request) -> Response:
     """Prometheus text format: counts by verdict and rule id, stage latencies."""
     svc = services(request)
+    desk = svc.gate.incident
+    if desk is not None:
+        svc.metrics.observe_reports(await blocking(desk.reports.counts))
+    notifier = svc.notifier
+    if notifier is not None:
+        svc.metrics.observe_notifier(await blocking(notifier.backlog), {
+            "aggregated": notifier.aggregated, "sent": notifier.sent,
+            "failed": notifier.failed, "dead": notifier.dead, "errors": notifier.errors})
     return Response(svc.metrics.render(), media_type=svc.metrics.content_type)
