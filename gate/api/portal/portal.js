@@ -91,6 +91,20 @@ async function setStatus(status) {
   } catch (e) { Gate.say(`Could not change your status: ${e.message}`, "error"); }
 }
 
+async function report(event) {
+  event.preventDefault();
+  const form = document.getElementById("report-form");
+  const result = document.getElementById("report-result");
+  try {
+    const r = await Gate.api("POST", "/portal/api/report", new FormData(form));
+    result.textContent = `Reported (${r.report_id}). The image is blocked from now on; ` +
+      `the operator must act by ${Gate.when(r.deadline)}. The image itself was not kept.`;
+    result.hidden = false;
+    form.reset();
+    Gate.say("Report received.", "ok");
+  } catch (e) { Gate.say(`Could not report the image: ${e.message}`, "error"); }
+}
+
 async function start() {
   const token = Gate.takeLinkToken();
   try {
@@ -104,6 +118,7 @@ async function start() {
 
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("protect").addEventListener("click", () => setStatus("protected"));
+  document.getElementById("report-form").addEventListener("submit", report);
   document.getElementById("consenting").addEventListener("click", () => setStatus("consenting"));
   const confirm = document.getElementById("erase-confirm");
   const erase = document.getElementById("erase");

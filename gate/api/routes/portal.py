@@ -192,6 +192,24 @@ async def portal_export(request: Request) -> JSONResponse:
     return response
 
 
+@router.post("/portal/api/report")
+async def portal_report(
+        request: Request, response: Response, image: Annotated[UploadFile, File()],
+        reason: Annotated[Literal["ncii", "impersonation", "minor", "other"], Form()] = "ncii",
+        ) -> dict[str, Any]:
+    """The person reports an image of themselves. No browser PDQ is available, so the
+    server hashes the image in memory and discards it: only its PDQ hashes are kept (they
+    block it at once); the deadline is the takedown clock's."""
+    _, session = await _session(request, "portal")
+    [data] = await _frames([image])
+    report = await services(request).images(services(request).gate.report, image=data,
+                                             reason=reason, subject_id=session.target)
+    _secure(response)
+    return {"report_id": report.report_id, "status": report.status,
+            "deadline": report.deadline.isoformat(), "hashes": report.hashes,
+            "traced_here": bool(report.trace and report.trace.found)}
+
+
 @router.post("/portal/api/erase")
 async def portal_erase(request: Request, response: Response) -> dict[str, bool]:
     svc, session = await _session(request, "portal")
