@@ -656,7 +656,7 @@ def test_aggregation_rolls_back_when_another_process_marked_the_attempts(
 
 # -- the documentation's receiver example runs -------------------------------------------
 def _doc_example() -> str:
-    for name in ("notifications.md", "incident-response.md"):
+    for name in ("incident-response.md",):
         doc = REPO / "docs" / name
         if not doc.is_file():
             continue
