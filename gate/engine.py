@@ -378,6 +378,12 @@ class FaceGate:
             return frozenset()
         return policy.required_formalities(operation, content)
 
+    def retention_days(self) -> int | None:
+        """Days after a subject's last interaction by which the packs in force require
+        their templates destroyed (None: no pack sets it)."""
+        policy = self.policy_for(self._parts)
+        return policy.retention_days if isinstance(policy, PolicySet) else None
+
     def policy_for(self, parts: Parts, extra: Sequence[str] = ()) -> PolicyEngine:
         """The policy of a decision: the base composed with the deployment's
         jurisdiction packs and any ``extra`` codes (an app's); a plain engine as is."""

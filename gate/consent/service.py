@@ -51,6 +51,8 @@ class ConsentHost(Protocol):
     def formalities_for(self, operation: str, content: Sequence[str],
                         jurisdictions: Sequence[str] = ()) -> frozenset[str]: ...
 
+    def retention_days(self) -> int | None: ...
+
 
 class ConsentService:
     """See the module doc."""
@@ -61,6 +63,7 @@ class ConsentService:
         self.lifecycle = host.lifecycle
         self.config = config or ConsentConfig()
         self.clock = clock or utcnow
+        self.host = host
         engine = getattr(self.lifecycle.store, "engine", None)
         if not isinstance(engine, Engine):
             raise StorageError("the consent lifecycle needs an SQL consent store")
@@ -95,10 +98,13 @@ class ConsentService:
 
     def run_retention(self, now: datetime | None = None, max_idle_days: int | None = None,
                       *, dry_run: bool = False) -> RetentionReport:
+        """``max_idle_days`` defaults to the shortest retention window of the jurisdiction
+        packs in force (e.g. 3 years after the last interaction in Illinois), else 3 years."""
         from gate.consent.retention import DEFAULT_MAX_IDLE_DAYS
 
-        return run_retention(self, now, max_idle_days or DEFAULT_MAX_IDLE_DAYS,
-                             dry_run=dry_run)
+        days = max_idle_days or self.host.retention_days() or DEFAULT_MAX_IDLE_DAYS
+        return run_retention(self, now, min(days, DEFAULT_MAX_IDLE_DAYS)
+                             if max_idle_days is None else days, dry_run=dry_run)
 
     def close(self) -> None:
         self.sender.close()

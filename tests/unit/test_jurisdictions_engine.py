@@ -100,3 +100,36 @@ def test_unknown_jurisdiction_codes_stop_start_up_naming_them(tmp_path: Path) ->
         with _gate(tmp_path / "ok", "") as gate:
             KeyStore(gate.parts.store.engine).create(  # type: ignore[attr-defined]
                 "studio", ["check"], "xx")
+
+
+def test_cn_outputs_get_the_visible_label_and_stay_traceable(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    with _gate(tmp_path, "cn") as gate:
+        bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+        gate.grant(bob.subject_id, app_id="studio", operations=["face_swap"],
+                   consent=ConsentRecord(formalities=["separate_consent", "explicit_consent"],
+                                         collected_by="portal"))
+        d = gate.check(_swap())
+        rng = np.random.default_rng(3)
+        small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        output = cv2.imencode(".png", cv2.resize(small, (640, 480)))[1].tobytes()
+        labelled = gate.label(output, request_id=d.request_id, locale="zh-CN")
+        assert labelled.visible and labelled.digest is not None
+        assert gate.label_output(output, request_id=d.request_id) != output
+        assert gate.trace(labelled.data).request_id == d.request_id
+        png = labelled.data
+        assert b"AIGC" in png or b"aigc" in png.lower()  # GB 45438 implicit label
+
+
+def test_packs_set_retention_and_the_takedown_clock(tmp_path: Path) -> None:
+    with _gate(tmp_path / "il", "us-il") as gate:
+        assert gate.retention_days() == 1095
+        report = gate.report(pdq="ab" * 32, reason="ncii")
+        assert (report.deadline - report.created_at).total_seconds() == 48 * 3600
+    with FaceGate.open(tmp_path / "plain", detector="fake", embedder="fake",
+                       takedown_hours=24) as gate:
+        assert gate.retention_days() is None
+        report = gate.report(pdq="cd" * 32, reason="impersonation")
+        assert (report.deadline - report.created_at).total_seconds() == 24 * 3600
