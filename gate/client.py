@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 
 from gate.errors import GateError
+from gate.incident.reports import Report
+from gate.incident.trace import Trace
 from gate.types import AuditVerification, Decision, GateRequest, Grant, Requester, Subject
 
 
@@ -77,6 +79,11 @@ class GateClient:
 
     # -- plumbing -------------------------------------------------------------------------
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._raw(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def _raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Like ``_call``, for answers that are not JSON (labelled images)."""
         try:
             response = self._http.request(method, path, headers=self._headers, **kwargs)
         except httpx.TimeoutException as exc:
@@ -87,7 +94,7 @@ class GateClient:
                                   status=0) from exc
         if response.status_code >= 400:
             raise self._error(response)
-        return response.json() if response.content else None
+        return response
 
     def _error(self, response: httpx.Response) -> GateError:
         try:
@@ -127,6 +134,29 @@ class GateClient:
         body = {"image_b64": _b64(image), "request_id": request_id, "operation": operation,
                 "content": list(content), "prompt": prompt, "user_id": requester.user_id}
         return _decision(self._call("POST", "/v1/check-output", json=body))
+
+    # -- incident response ----------------------------------------------------------------
+    def label_output(self, image: bytes, *, request_id: str) -> bytes:
+        """The output of an allowed request, marked and labelled (``/v1/label-output``)."""
+        return self._raw("POST", "/v1/label-output",
+                         json={"request_id": request_id, "image_b64": _b64(image)}).content
+
+    def trace(self, image: bytes) -> Trace:
+        """Where did this image come from (``/v1/trace``, an operator key)."""
+        return Trace.model_validate(self._call("POST", "/v1/trace",
+                                               json={"image_b64": _b64(image)}))
+
+    def report(self, image: bytes | None = None, pdq: str | Sequence[str] | None = None,
+               reason: str = "ncii", subject_id: str | None = None,
+               contact: str | None = None) -> Report:
+        """A takedown report (``/v1/reports``): blocked at once, trace attached."""
+        body: dict[str, Any] = {"reason": reason, "subject_id": subject_id,
+                                "contact": contact}
+        if image is not None:
+            body["image_b64"] = _b64(image)
+        if pdq:
+            body["pdq"] = [pdq] if isinstance(pdq, str) else list(pdq)
+        return Report.model_validate(self._call("POST", "/v1/reports", json=body))
 
     # -- subjects ---------------------------------------------------------------------------
     def enroll(self, images: Sequence[bytes], display_name: str, status: str = "protected",

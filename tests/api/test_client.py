@@ -89,3 +89,25 @@ def test_unreachable_server_raises() -> None:
     with GateClient("http://127.0.0.1:9", "gk_x", timeout_s=1) as c, \
             pytest.raises(GateUnreachable):
         c.check(swap(BOB))
+
+
+def test_incident_response_through_the_client(client: Any, keys: Keys) -> None:
+    from gate.incident.reports import Report
+    from gate.incident.trace import Trace
+    from tests.api.test_incident_http import _picture
+
+    admin = GateClient("http://testserver", keys.admin, http=client)
+    app = GateClient("http://testserver", keys.studio, http=client)
+    d = app.check(GateRequest(operation="txt2img", prompt="a lake", requester=U1))
+    output = _picture(21)
+    labelled = app.label_output(output, request_id=d.request_id)
+    assert isinstance(labelled, bytes) and labelled != output
+    found = admin.trace(labelled)
+    assert isinstance(found, Trace) and found.found and found.request_id == d.request_id
+    assert found.record is not None and found.record.verdict == "allow"
+    assert admin.trace(_picture(22)) == Trace(found=False)
+    report = app.report(image=labelled, reason="ncii")
+    assert isinstance(report, Report) and report.status == "open"
+    assert report.trace is not None and report.trace.request_id == d.request_id
+    with pytest.raises(InvalidRequest):
+        app.label_output(output, request_id="req_unknown")

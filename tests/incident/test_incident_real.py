@@ -182,3 +182,24 @@ def test_cli_trace_report_and_overdue(tmp_path: Path, photos: list[Path]) -> Non
     wrong = gate_cli("report", "leak.png", "--reason", "spite", "--json")
     assert wrong.returncode == 3 and json.loads(wrong.stdout)["error"]["code"] == \
         "invalid_request"
+
+
+def test_readme_incident_example_runs(gate: FaceGate, photos: list[Path],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Docs are code: the README's incident-response block, as written."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Incident response", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match
+    output = _generated(photos[4])
+    request_id = _allowed_output(gate, output)
+    decision = gate.check(GateRequest(operation="txt2img", prompt="a portrait",
+                                      requester=STUDIO, request_id=request_id + "b"))
+    gate.check_output(output, request_id=decision.request_id, requester=STUDIO)
+    exec(compile(match.group(1), "README.md", "exec"),  # noqa: S102
+         {"gate": gate, "decision": decision, "output": output})
+    printed = capsys.readouterr().out.split("\n")
+    assert printed[0] == "studio allow True"
+    assert printed[1].startswith("rpt_") and " open " in printed[1]
