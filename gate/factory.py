@@ -145,6 +145,11 @@ def build_gate(settings: Settings, **given: Any) -> FaceGate:
             from gate.vision.embed import FlipAveragingEmbedder
 
             embedder = FlipAveragingEmbedder(embedder)
+        if settings.batch_window_ms:
+            from gate.batching import BatchingEmbedder
+
+            embedder = BatchingEmbedder(embedder, window_ms=settings.batch_window_ms,
+                                        max_items=4 * settings.check_workers)
     age = given.pop("age", None) or build_age_estimator(settings)
     nudity = given.pop("nudity", None) or build_nudity(settings)
     if not settings.database_url:

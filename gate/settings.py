@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     check_timeout_s: float = Field(default=20.0, gt=0.0)
     #: Concurrent checks per process.
     check_workers: int = Field(default=4, ge=1, le=64)
+    #: Micro-batching of embeddings across concurrent checks (``gate.batching``): the
+    #: first check of a round waits up to this many milliseconds for others. None: the
+    #: sidecar's default (see ``gate.api.app``), off in the embedded SDK; 0: off.
+    batch_window_ms: float | None = Field(default=None, ge=0.0, le=50.0)
 
     # --- 1:N index -------------------------------------------------------------------------
     #: ``auto``: exact search below ``gate.identity.ann.EXACT_THRESHOLD`` templates, HNSW
