@@ -75,9 +75,10 @@ function fields(pairs) {
 function code(text) { return el("code", { text }); }
 
 function duration(ms) {
-  const minutes = Math.round(Math.abs(ms) / 60000);
-  const d = Math.floor(minutes / 1440), h = Math.floor((minutes % 1440) / 60), m = minutes % 60;
-  if (d) return `${d} d ${h} h`;
+  // hours up to three days (the legal clocks are in hours), then days and hours
+  const minutes = Math.floor(Math.abs(ms) / 60000);
+  const h = Math.floor(minutes / 60), m = minutes % 60;
+  if (h >= 72) return `${Math.floor(h / 24)} d ${h % 24} h`;
   if (h) return `${h} h ${m} min`;
   return `${m} min`;
 }
@@ -191,7 +192,10 @@ function showTab(name, focus) {
     if (a.dataset.tab === name) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   });
-  if (focus) $(`${name}-h`).focus();
+  if (focus) {  // the person moved on: the last message was about the other section
+    $("status").hidden = true;
+    $(`${name}-h`).focus();
+  }
   if (name === "reports") loadReports(false).catch((e) => fail("Could not load the reports", e));
   if (name === "blocklist") loadBlocklist(false).catch((e) => fail("Could not load the blocklist", e));
 }
