@@ -5,9 +5,11 @@ are the real ones). Seeded through the API: an allowed txt2img check, its output
 with a check key, a report on that output (traced), an overdue report (its deadline moved
 into the past in the database) and one that another operator resolves meanwhile. Then, in
 the browser: sign in with the admin key, see the queue (the overdue one first and
-highlighted, the trace), resolve one, meet the 409, trace a re-posted copy, remove a
-blocklist entry, import and export a list, search the audit by request id and verify the
-chain; at desktop size and at 375x812 (no horizontal overflow). Screenshots go to
+highlighted, the trace, the countdown), resolve one, meet the 409, trace a re-posted copy
+and an unmarked photo, file a report on the latter, remove a blocklist entry, import and
+export a list, search the audit by request id and verify the chain; at desktop size and at
+375x812 (no horizontal overflow); sign out. No key ever appears in a URL; no request
+leaves the origin; no CSP violation or script error is logged. Screenshots go to
 $GATE_SCREENSHOT_DIR (default /tmp); their paths are printed.
 """
 
@@ -221,6 +223,12 @@ def test_console_in_chromium(browser_context: Any, server: Server,
         assert page.evaluate("sessionStorage.getItem('consent-gate.console.key')") == keys.admin
         assert browser_context.cookies() == [] and keys.admin not in page.url
         shoot(page, "desktop-reports", shots)
+        page.evaluate("""id => {  // the countdown moves on by itself (every 30 s)
+            const clock = document.querySelector(`li[data-report='${id}'] .clock`);
+            clock.dataset.deadline = new Date(Date.now() - 90 * 60000).toISOString();
+            tickClocks(); }""", seeded.traced)
+        assert "overdue" in (traced.get_attribute("class") or "").split()
+        assert "Overdue by 1 h 30 min" in traced.inner_text()
 
         # -- resolve one --------------------------------------------------------------------
         traced.get_by_label("Actioned: taken down").check()
@@ -262,6 +270,14 @@ def test_console_in_chromium(browser_context: Any, server: Server,
         page.get_by_role("button", name="Trace", exact=True).click()
         page.locator("#trace-result.notfound").wait_for()
         assert "Not traced" in page.locator("#trace-result").inner_text()
+        page.get_by_label("Reason", exact=True).select_option("other")
+        page.get_by_label("Reporter's contact (optional)").fill("ops@example.org")
+        page.get_by_role("button", name="File report").click()
+        page.get_by_role("status").filter(has_text="blocked provisionally").wait_for()
+        filed = [r for r in api.get("/v1/reports").json()
+                 if r["report_id"] not in (seeded.traced, seeded.overdue, seeded.stale)]
+        assert len(filed) == 1 and filed[0]["reason"] == "other"
+        assert filed[0]["status"] == "open" and filed[0]["trace"]["found"] is False
 
         # -- blocklist: the overdue report's provisional entry, removed ----------------------
         page.get_by_role("link", name="Blocklist").click()
