@@ -29,7 +29,17 @@ from gate.api.keys import KeyStore
 from gate.api.limits import BodySizeLimit, RateLimiter
 from gate.api.logging import RequestContext
 from gate.api.metrics import Metrics
-from gate.api.routes import audit, check, consent, grants, health, incident, portal, subjects
+from gate.api.routes import (
+    audit,
+    check,
+    consent,
+    console,
+    grants,
+    health,
+    incident,
+    portal,
+    subjects,
+)
 from gate.api.schemas import (
     CheckBody,
     CheckFields,
@@ -105,7 +115,8 @@ def create_app(settings: Settings | None = None, gate: FaceGate | None = None,
     app = FastAPI(title="consent-gate", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)
     install_error_handlers(app)
-    for module in (check, subjects, grants, audit, health, consent, portal, incident):
+    for module in (check, subjects, grants, audit, health, consent, portal, incident,
+                   console):
         app.include_router(module.router)
     metrics_deps = [Depends(require("admin"))] if api.metrics_auth == "admin" else []
     app.add_api_route("/metrics", health.metrics, methods=["GET"], tags=["health"],
