@@ -5,9 +5,22 @@ the image's gradient energy). Two images whose hashes differ in at most
 :data:`PDQ_MATCH_THRESHOLD` = 31 bits are taken as the same picture: that is
 ``PDQ_CONFIDENT_MATCH_THRESHOLD`` of python-threatexchange, the distance its PDQ index
 and Hasher-Matcher-Actioner (HMA) match at. Hashes are 64 lowercase hex characters in
-python-threatexchange's bit order (bit 0 of the hash vector is the most significant bit of
-the first character), so they compare with hashes exchanged through ThreatExchange, HMA
-banks and StopNCII.
+the reference's text form (python-threatexchange's bit order: bit 0 of the hash vector is
+the most significant bit of the first character), so they compare with hashes exchanged
+through ThreatExchange, HMA banks and StopNCII.
+
+Backends: hashing runs in :mod:`gate.incident.pdq_numpy`, a numpy port of Meta's
+reference algorithm (no compiler, no extra package). On the same pixels it gives the
+hashes and qualities of the reference C++ code (``pdqhash``) bit for bit on real photos
+(``benchmarks/pdq.py parity``), and it is faster than it. Setting the environment variable
+``GATE_PDQ_BACKEND=pdqhash`` hashes with the ``pdqhash`` package instead (the C++
+reference itself, for audits and parity checks; ``pip install pdqhash``, which builds
+from source). :func:`pdq_backend` names the backend in use; call it at start-up so a
+missing ``pdqhash`` or a misspelt backend fails early with :class:`PdqUnavailable`.
+
+Frames are hashed at the resolution the gate decoded them (at most 2048 px on the long
+side by default), with no extra shrinking: the reference tools hash full images, so
+a hash here is exactly what another platform computes from the same pixels.
 
 Quality: a frame whose quality is below :data:`PDQ_QUALITY_THRESHOLD` = 50
 (ThreatExchange's ``PdqSignal.QUALITY_THRESHOLD``, "too unreliable to match on") is
@@ -30,20 +43,23 @@ indexes python-threatexchange uses) is the next step.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from gate.errors import GateError, InvalidImage
 from gate.imaging.decode import DEFAULT_LIMITS, DecodedImage, DecodeLimits, decode_image
+from gate.incident.pdq_numpy import pdq_from_bgr
 
 __all__ = [
+    "PDQ_BACKENDS",
+    "PDQ_BACKEND_ENV",
     "PDQ_BITS",
     "PDQ_MATCH_THRESHOLD",
     "PDQ_QUALITY_THRESHOLD",
@@ -69,30 +85,44 @@ PDQ_MATCH_THRESHOLD: Final = 31
 #: Quality below which a hash is not matched nor banked (ThreatExchange's PdqSignal).
 PDQ_QUALITY_THRESHOLD: Final = 50
 
-#: Frames are shrunk to this long side before hashing: PDQ reduces every
-#: image to 64x64 anyway. At 448 px the hash moves by a median 2 (at most 12) bits of 256
-#: from the full-resolution hash of a 1024 px image (measured on ../shared/faces), far
-#: inside the threshold, and hashing is about 10x cheaper. (512 px is slower than 448:
-#: its power-of-two rows make PDQ's column filter thrash the cache.)
-HASH_SIDE_PX: Final = 448
+#: Environment variable choosing the PDQ backend, one of :data:`PDQ_BACKENDS`.
+PDQ_BACKEND_ENV: Final = "GATE_PDQ_BACKEND"
+#: ``numpy`` (the default: :mod:`gate.incident.pdq_numpy`) or ``pdqhash`` (the C++
+#: reference through the optional ``pdqhash`` package).
+PDQ_BACKENDS: Final = ("numpy", "pdqhash")
 
 _HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class PdqUnavailable(GateError):
-    """The ``pdqhash`` package (PDQ's C++ reference code) is not installed."""
+    """The PDQ backend asked for (``GATE_PDQ_BACKEND``) is unknown or not installed."""
 
     code = "pdq_unavailable"
 
 
-def pdq_backend() -> Any:
-    """The ``pdqhash`` module; call once at start-up so a missing build fails early."""
+def _reference() -> Any:
+    """The ``pdqhash`` module (Meta's C++ reference code), imported on first use."""
     try:
         return importlib.import_module("pdqhash")
     except ImportError as exc:
-        raise PdqUnavailable("PDQ hashing needs the pdqhash package (pip install "
-                             "pdqhash==0.2.8; it builds from source with a C++ compiler)"
+        raise PdqUnavailable(f"{PDQ_BACKEND_ENV}=pdqhash needs the pdqhash package (pip "
+                             "install pdqhash==0.2.8; it builds from source with a C++ "
+                             "compiler), or unset it to use the built-in numpy PDQ"
                              ) from exc
+
+
+def pdq_backend() -> str:
+    """The PDQ backend in use: ``"numpy"`` unless ``GATE_PDQ_BACKEND=pdqhash``.
+
+    Call it once at start-up: a misspelt value, or ``pdqhash`` asked for but not
+    installed, raises :class:`PdqUnavailable` there rather than on the first check.
+    """
+    name = os.environ.get(PDQ_BACKEND_ENV, "").strip().lower() or PDQ_BACKENDS[0]
+    if name not in PDQ_BACKENDS:
+        raise PdqUnavailable(f"{PDQ_BACKEND_ENV} must be one of: {', '.join(PDQ_BACKENDS)}")
+    if name == "pdqhash":
+        _reference()
+    return name
 
 
 class InvalidHash(GateError):
@@ -120,29 +150,12 @@ def pdq_distance(a: str, b: str) -> int:
     return int(np.bitwise_count(_words(normalize_pdq(a)) ^ _words(normalize_pdq(b))).sum())
 
 
-def _shrink(bgr: Pixels) -> Pixels:
-    """Long side to HASH_SIDE_PX: exact halvings (area filter, OpenCV's fast path), then
-    one bilinear step of less than 2x (cheap; PDQ's own box filters follow)."""
-    height, width = bgr.shape[:2]
-    while max(height, width) >= 2 * HASH_SIDE_PX:
-        height, width = height // 2, width // 2
-        bgr = np.asarray(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA),
-                         dtype=np.uint8)
-    if max(height, width) > HASH_SIDE_PX:
-        ratio = HASH_SIDE_PX / max(height, width)
-        size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-        bgr = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
-    return bgr
-
-
 def _compute(bgr: Pixels) -> tuple[str, int]:
-    """PDQ of BGR pixels: shrunk to HASH_SIDE_PX (area filter), then RGB for pdqhash."""
-    pdqhash = pdq_backend()  # C++ reference code, imported on first use
-
-    bgr = _shrink(bgr)
-    vector, quality = pdqhash.compute(np.ascontiguousarray(bgr[:, :, ::-1]))
-    bits = np.asarray(vector, dtype=np.uint8)
-    return np.packbits(bits).tobytes().hex(), int(quality)
+    """PDQ of BGR pixels, with the backend :func:`pdq_backend` names."""
+    if pdq_backend() == "numpy":
+        return pdq_from_bgr(bgr)
+    vector, quality = _reference().compute(np.ascontiguousarray(bgr[:, :, ::-1]))
+    return np.packbits(np.asarray(vector, dtype=np.uint8)).tobytes().hex(), int(quality)
 
 
 def pdq_hash(image: Pixels | bytes) -> tuple[str, int]:
