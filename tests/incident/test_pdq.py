@@ -165,6 +165,7 @@ def test_bit_order_and_quality_are_threatexchange_s(pdqhash: ModuleType) -> None
 
 def test_parity_with_the_reference_on_synthetic_images(pdqhash: ModuleType) -> None:
     sizes = [(5, 7), (6, 900), (63, 65), (128, 128), (300, 500), (719, 1280), (1200, 1600)]
+    distances: list[int] = []
     for seed, (height, width) in enumerate(sizes):
         images = [_pattern(height, width, seed)]
         if min(height, width) >= 16:
@@ -172,7 +173,9 @@ def test_parity_with_the_reference_on_synthetic_images(pdqhash: ModuleType) -> N
         for image in images:
             ours, theirs = pdq_hash(image), _reference(pdqhash, image)
             assert ours[1] == theirs[1], (height, width)
-            assert pdq_distance(ours[0], theirs[0]) == 0, (height, width)
+            distances.append(pdq_distance(ours[0], theirs[0]))
+    # identical here; a different BLAS build may round a coefficient at the median apart
+    assert max(distances) <= 2 and distances.count(0) >= len(distances) - 1, distances
 
 
 def test_degenerate_images_agree_on_quality_not_on_noise_bits(pdqhash: ModuleType) -> None:
@@ -189,19 +192,23 @@ def test_degenerate_images_agree_on_quality_not_on_noise_bits(pdqhash: ModuleTyp
 @pytest.mark.slow
 def test_parity_with_the_reference_on_real_photos(
         pdqhash: ModuleType, photos: list[Path]) -> None:
-    distances, quality_gaps = [], []
+    """Every photo at its own size; every tenth also at 1024 px (the reference is slow
+    there) and blurred (qualities below 100, where the quality formula shows)."""
+    distances, quality_gaps, qualities = [], [], []
     for i, path in enumerate(photos):
         native = cv2.imread(str(path), cv2.IMREAD_COLOR)
         assert native is not None, path
-        images = [np.asarray(native, dtype=np.uint8)]
-        if i % 10 == 0:  # every tenth photo also at 1024 px (the reference is slow there)
+        images: list[np.ndarray] = [native]
+        if i % 10 == 0:
             images.append(load(path, 1024))
+            images += [cv2.GaussianBlur(native, (0, 0), sigma) for sigma in (2, 4, 8)]
         for image in images:
             ours, theirs = pdq_hash(image), _reference(pdqhash, image)
             distances.append(pdq_distance(ours[0], theirs[0]))
             quality_gaps.append(abs(ours[1] - theirs[1]))
+            qualities.append(theirs[1])
+    assert len(distances) > 250 and min(qualities) < PDQ_QUALITY_THRESHOLD < max(qualities)
     # float rounding may flip a coefficient lying at the median: allow a rare bit or two
-    assert len(distances) > 200
     assert sum(d == 0 for d in distances) >= 0.98 * len(distances), distances
     assert max(distances) <= 4 and max(quality_gaps) <= 1
 
