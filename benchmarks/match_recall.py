@@ -405,6 +405,7 @@ class Outcome:
     genuine_found: int = 0
     decided: int = 0  # eligible queries whose index top-1 is also at/above the threshold
     shortfalls: list[float] = field(default_factory=list)  # per miss: exact best - exact(top-1)
+    per_round: list[float] = field(default_factory=list)  # match recall of each round
     latencies_ms: list[float] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
@@ -417,6 +418,7 @@ class Outcome:
             "decision_recall": self.decided / self.eligible if self.eligible else float("nan"),
             "near_tie_misses": int(sum(x <= NEAR_TIE for x in self.shortfalls)),
             "max_shortfall": max(self.shortfalls, default=0.0),
+            "per_round": self.per_round,
             "genuine_recall": self.genuine_found / self.genuine_eligible
             if self.genuine_eligible else float("nan"),
             "genuine_eligible": self.genuine_eligible,
@@ -461,6 +463,7 @@ def run_backend(backend: Backend, real: Real, rounds: list[Round], data: np.ndar
                 hits.extend(backend.index.search(queries[start : start + 64], K))
             top = [h[0].subject_id if h else None for h in hits]
             top_sim = [h[0].similarity if h else -1.0 for h in hits]
+            round_eligible, round_same = out.eligible, out.same
             for i in range(len(queries)):
                 if truth_sim[i] >= threshold:
                     out.eligible += 1
@@ -472,6 +475,7 @@ def run_backend(backend: Backend, real: Real, rounds: list[Round], data: np.ndar
                     if truth[i] == own[i]:
                         out.genuine_eligible += 1
                         out.genuine_found += top[i] == own[i]
+            out.per_round.append((out.same - round_same) / max(1, out.eligible - round_eligible))
             for q in queries[:latency_queries]:
                 begin = time.perf_counter()
                 backend.index.search(q[None, :], K)
@@ -628,6 +632,9 @@ def _print_backend(entry: dict[str, Any]) -> None:
               f" {row['decision_recall']:>8.4f} {row['genuine_recall']:>14.4f}"
               f" {row['genuine_eligible']:>5} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
               f"{row['timed_queries']:>6}")
+    for row in entry["rows"]:
+        rounds = " ".join(f"{r:.4f}" for r in row["per_round"])
+        print(f"  {row['setting']:<16} match recall per round: {rounds}")
     print(f"  (ties: misses within {NEAR_TIE} of the exact best; max gap: the largest "
           "exact-similarity shortfall of a miss)")
 

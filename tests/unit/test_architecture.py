@@ -39,11 +39,13 @@ def test_core_code_never_imports_the_web_framework(path: Path) -> None:
                     "gate.proxy may"
 
 
-@pytest.mark.parametrize("path", sorted((GATE / "consent").glob("*.py")),
-                         ids=lambda p: p.name)
-def test_consent_core_never_imports_the_engine(path: Path) -> None:
+@pytest.mark.parametrize("path", sorted([*(GATE / "consent").glob("*.py"),
+                                         *(GATE / "incident").glob("*.py"),
+                                         *(GATE / "marking").glob("*.py")]),
+                         ids=lambda p: str(p.relative_to(GATE)))
+def test_consent_incident_and_marking_never_import_the_engine(path: Path) -> None:
     bad = {m for m in _imports(path) if m == "gate.engine" or m.startswith("gate.engine.")}
-    assert not bad, f"gate/consent/{path.name} imports gate.engine; use the Protocols"
+    assert not bad, f"gate/{path.relative_to(GATE)} imports gate.engine; use the Protocols"
 
 
 def test_tables_are_made_only_by_migrations() -> None:
