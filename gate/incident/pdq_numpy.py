@@ -21,13 +21,17 @@ This follows the reference implementation of ThreatExchange's ``pdq/`` (the C++ 
    ``k`` is bit ``k`` of the 256-bit number the 64 hex characters spell. That is also
    python-threatexchange's form (``pdqhash``'s vector, bit 255 first, read big-endian).
 
-Steps 2 and 3 are linear and separable, and only 64 rows and 64 columns of the filtered
-image are read: they collapse into two small matrices, ``64 x H`` and ``64 x W`` (cached
-per size), so the whole downsample is ``R @ luma @ C^T``, two BLAS calls, instead of four
-full-image passes. The result is the reference's arithmetic up to float rounding (the
-reference keeps running float32 sums); on the same pixels the hashes agree with
-``pdqhash`` bit for bit except, rarely, a coefficient within rounding of the median
-(see ``tests/incident/test_pdq.py`` and ``benchmarks/pdq.py parity``).
+Steps 1-3 are linear and separable, and only 64 rows and 64 columns of the filtered
+image are ever read. So each of the 64 samples along an axis is one weighted sum over a
+band of about ``n / 64`` pixels (the two box passes make a tent; :func:`_bands`, cached
+per size), and the image is reduced to ``64 x W`` by the row bands, straight from the
+uint8 colour rows, then to luma, then to ``64 x 64`` by the column bands: each pixel is
+read about once instead of in four full-image passes, about 1 ms for a 1024 x 1024 frame
+on one core (``benchmarks/pdq.py cost``). The result is the reference's arithmetic up to
+float rounding (the reference keeps running float32 sums): on the same pixels the hashes
+and qualities equal ``pdqhash``'s on every real photo measured (1,554 hashes, including
+resized, re-encoded and blurred copies); on random-noise images, where coefficients
+crowd the median, one in 40 differed by 2 bits (``benchmarks/pdq.py parity``).
 
 Images with a side below 5 pixels hash to all zeros with quality 0, as in the reference.
 """
