@@ -48,6 +48,23 @@ def noise_png(seed: int, size: int = 112) -> bytes:
     return buf.getvalue()
 
 
+def picture_png(seed: int, size: tuple[int, int] = (640, 800)) -> bytes:
+    """A photo-like PNG (smooth colour field and discs): what a generator might output."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (size[0] // 16, size[1] // 16, 3), dtype=np.uint8)
+    image = cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+    for _ in range(6):
+        centre = (int(rng.integers(0, size[1])), int(rng.integers(0, size[0])))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.circle(image, centre, int(rng.integers(20, 120)), colour, -1)
+    noisy = np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", noisy)
+    assert ok
+    return buf.tobytes()
+
+
 @pytest.fixture
 def fake_gate(tmp_path: Path) -> Iterator[object]:
     """A FaceGate on fake detector/embedder, real SQLite store, real policy and audit."""

@@ -37,7 +37,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from gate.clock import unix_seconds, utcnow
-from gate.errors import ConsentError
+from gate.errors import ConsentError, GateError
 from gate.types import GrantScope
 
 log = logging.getLogger("gate.consent")
@@ -140,17 +140,23 @@ class GrantClaims:
 
 
 # -- verification ----------------------------------------------------------------------
-def _key_for(jwks: Mapping[str, Any], kid: str) -> OKPKey:
-    for entry in jwks.get("keys", []):
+def jwks_key(jwks: Mapping[str, Any], kid: str, *,
+             invalid: type[GateError] = TokenInvalid,
+             unknown: type[GateError] = TokenUnknownKey) -> OKPKey:
+    """The Ed25519 public key ``kid`` of a JWKS (``invalid`` when it is not one or is
+    malformed, ``unknown`` when the JWKS does not hold it). Grant tokens and notification
+    signatures both verify with it."""
+    keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
+    for entry in keys if isinstance(keys, list) else []:
         if isinstance(entry, Mapping) and entry.get("kid") == kid:
             if entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519":
-                raise TokenInvalid("the signing key is not an Ed25519 key")
+                raise invalid("the signing key is not an Ed25519 key")
             try:
                 # public members only; "alg" is dropped so either header name verifies
                 return OKPKey.import_key({k: entry[k] for k in ("kty", "crv", "x", "kid")})
             except (JoseError, ValueError, TypeError, KeyError) as exc:
-                raise TokenInvalid("the signing key in the JWKS is malformed") from exc
-    raise TokenUnknownKey("the token was signed with a key the JWKS does not hold")
+                raise invalid("the signing key in the JWKS is malformed") from exc
+    raise unknown("the signature was made with a key the JWKS does not hold")
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -205,7 +211,7 @@ def verify_grant_token(token: str, *, jwks: Mapping[str, Any], app_id: str,
     """
     header = _header(token)
     kid = header["kid"]
-    key = _key_for(jwks, kid)
+    key = jwks_key(jwks, kid)
     claims = _claims(_verified_payload(token, key, header["alg"]), kid)
     if claims.aud != app_id:
         raise TokenWrongAudience("the grant token was issued to another app")

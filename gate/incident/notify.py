@@ -51,12 +51,11 @@ from typing import Any, Literal, cast
 import httpx
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from gate.clock import aware, unix_seconds, utcnow
-from gate.consent.offline import ALGORITHM
+from gate.consent.offline import ALGORITHM, jwks_key
 from gate.consent.store import Person
 from gate.consent.tokens import SigningKeyring
 from gate.errors import GateError, InvalidRequest, NotFound
@@ -462,19 +461,6 @@ def _sign_typed(keyring: SigningKeyring, claims: Mapping[str, Any], typ: str) ->
 
 
 # -- the receiver's side -----------------------------------------------------------------
-def _public_key(jwks: Mapping[str, Any], kid: str) -> OKPKey:
-    keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
-    for entry in keys if isinstance(keys, list) else []:
-        if isinstance(entry, Mapping) and entry.get("kid") == kid:
-            if entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519":
-                raise NotificationInvalid("the signing key is not an Ed25519 key")
-            try:
-                return OKPKey.import_key({k: entry[k] for k in ("kty", "crv", "x", "kid")})
-            except (JoseError, ValueError, TypeError, KeyError) as exc:
-                raise NotificationInvalid("the signing key in the JWKS is malformed") from exc
-    raise NotificationInvalid("the notification was signed with a key the JWKS does not hold")
-
-
 def verify_notification(body: bytes, signature: str, jwks: Mapping[str, Any], *,
                         max_age_s: float | None = None,
                         now: datetime | None = None) -> dict[str, Any]:
@@ -498,7 +484,7 @@ def verify_notification(body: bytes, signature: str, jwks: Mapping[str, Any], *,
     kid = header.get("kid")
     if header.get("alg") != ALGORITHM or not isinstance(kid, str):
         raise NotificationInvalid("the notification signature is not an Ed25519 signature")
-    key = _public_key(jwks, kid)
+    key = jwks_key(jwks, kid, invalid=NotificationInvalid, unknown=NotificationInvalid)
     try:
         payload = jws.deserialize_compact(signature, key, algorithms=[ALGORITHM]).payload
         claims = json.loads(payload)

@@ -36,6 +36,7 @@ from sqlalchemy import update
 from gate.clock import utcnow
 from gate.engine import FaceGate
 from gate.incident import tables
+from tests.conftest import picture_png
 from tests.console import ConsoleKeys, console_app, console_keys
 from tests.e2e.conftest import free_port
 
@@ -51,16 +52,7 @@ TABS = {"reports": "Reports queue", "trace": "Trace an image", "blocklist": "Blo
 
 
 def picture(seed: int, size: tuple[int, int] = (480, 640)) -> bytes:
-    """A photo-like PNG (smooth colour field and discs): what a generator might output."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (size[0] // 16, size[1] // 16, 3), dtype=np.uint8)
-    image = cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
-    for _ in range(6):
-        centre = (int(rng.integers(0, size[1])), int(rng.integers(0, size[0])))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.circle(image, centre, int(rng.integers(20, 120)), colour, -1)
-    noisy = np.clip(image + rng.normal(0, 5, image.shape), 0, 255).astype(np.uint8)
-    return cv2.imencode(".png", noisy)[1].tobytes()
+    return picture_png(seed, size)
 
 
 def reposted(data: bytes) -> bytes:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from gate.engine import FaceGate
-from gate.proxy import a1111
 from gate.marking.labels import png_chunks
+from gate.proxy import a1111
 from gate.proxy.types import Unverifiable
 from tests.proxy.conftest import (
     CONSENTING,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from gate.engine import FaceGate
-from gate.proxy import comfyui
 from gate.marking.labels import png_chunks
+from gate.proxy import comfyui
 from gate.proxy.types import Malformed, Unverifiable
 from tests.proxy import workflows as wf
 from tests.proxy.conftest import (

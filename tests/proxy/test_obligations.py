@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gate.engine import FaceGate
-from gate.proxy.app import create_proxy_app
 from gate.marking.labels import png_chunks
+from gate.proxy.app import create_proxy_app
 from gate.settings import DEFAULT_POLICY
 from tests.proxy.conftest import TestClient, Upstream
 from tests.proxy.test_labels import _test_certificates

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from gate.engine import FaceGate
-from gate.proxy.app import create_proxy_app
 from gate.marking.labels import jpeg_segments
+from gate.proxy.app import create_proxy_app
 from tests.conftest import REPO
 from tests.proxy.conftest import PROTECTED, UPSTREAM_AUTH, People, TestClient, Upstream
 from tests.proxy.upstreams import Served
