@@ -136,6 +136,9 @@ def build_gate(settings: Settings, **given: Any) -> FaceGate:
     from gate.policy.jurisdictions import PolicyLibrary
 
     BUDGET.capacity = settings.decode_budget_pixels
+    from gate.incident.pdq import pdq_backend
+
+    pdq_backend()  # a misspelt or missing PDQ backend stops start-up, not a check
     policy = given.pop("policy", None) or PolicyLibrary(settings.policy_file)
     detector = given.pop("detector", None) or build_robust_detector(settings)
     embedder = given.pop("embedder", None)

@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     #: Hours an operator has to act on a takedown report (US TAKE IT DOWN Act: 48); a
     #: jurisdiction pack with a shorter window wins.
     takedown_hours: int = Field(default=48, ge=1, le=24 * 30)
+    #: PDQ implementation: ``numpy`` (default, Meta's reference algorithm ported) or
+    #: ``pdqhash`` (the C++ reference; extra ``[pdq]``). Read from the environment by
+    #: ``gate.incident.pdq``; validated when a gate opens.
+    pdq_backend: Literal["numpy", "pdqhash"] = "numpy"
     #: Keyring of the invisible output mark; default ``mark.key`` beside the template key.
     mark_key_file: Path | None = None
     #: Who the implicit labels name as producer (GB 45438 ``ContentProducer``).
