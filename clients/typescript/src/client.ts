@@ -26,11 +26,16 @@ import type {
   EnrollArgs,
   Grant,
   GrantArgs,
+  ImageContent,
   Jwks,
+  LabelOutputArgs,
   Readiness,
+  Report,
+  ReportArgs,
   RevocationsAnswer,
   Subject,
   SubjectStatus,
+  Trace,
 } from "./types.js";
 
 type Schemas = components["schemas"];
@@ -127,6 +132,38 @@ export class GateClient {
     };
     return this.#decision(await this.#call("POST", route("/v1/check-output"), { body },
                                            options));
+  }
+
+  // -- incident response -------------------------------------------------------------------
+  /** The output of an allowed request, marked (what `trace` reads) and labelled: the
+   * implicit AI labels, and the visible label or C2PA manifest its policy asks for. */
+  async labelOutput(args: LabelOutputArgs, options?: CallOptions): Promise<Uint8Array> {
+    const body: Body<"LabelOutputBody"> = {
+      image_b64: await toBase64(args.image, "image"), request_id: args.requestId,
+      locale: args.locale ?? null,
+    };
+    const answer = await this.#call("POST", route("/v1/label-output"),
+                                    { body, binary: true }, options);
+    if (!(answer instanceof Uint8Array)) throw this.#invalid("an image");
+    return answer;
+  }
+
+  /** Where did this image come from? Its request and audit record (admin scope), or
+   * `found: false` for an image this gate never marked. */
+  async trace(image: ImageContent, options?: CallOptions): Promise<Trace> {
+    const body: Body<"TraceBody"> = { image_b64: await toBase64(image, "image") };
+    return this.#object(await this.#call("POST", route("/v1/trace"), { body }, options));
+  }
+
+  /** A takedown report: its hashes are blocked at once, a trace runs, the deadline is set
+   * (48 hours by default). */
+  async report(args: ReportArgs, options?: CallOptions): Promise<Report> {
+    const body: Body<"ReportBody"> = {
+      image_b64: args.image === undefined ? null : await toBase64(args.image, "image"),
+      pdq: [...(args.pdq ?? [])], reason: args.reason ?? "ncii",
+      subject_id: args.subjectId ?? null, contact: args.contact ?? null,
+    };
+    return this.#object(await this.#call("POST", route("/v1/reports"), { body }, options));
   }
 
   // -- subjects (admin scope) -------------------------------------------------------------
@@ -263,10 +300,11 @@ export class GateClient {
 
   // -- plumbing ---------------------------------------------------------------------------
   async #call(method: Method, path: string,
-              request: { body?: unknown; query?: Query; auth?: boolean },
+              request: { body?: unknown; query?: Query; auth?: boolean; binary?: boolean },
               options: CallOptions = {}): Promise<unknown> {
     const timeoutMs = checkTimeout(options.timeoutMs ?? this.timeoutMs, "timeoutMs");
-    const headers: Record<string, string> = { accept: "application/json" };
+    const headers: Record<string, string> = {
+      accept: request.binary ? "image/*, application/json" : "application/json" };
     if (request.auth !== false) headers["authorization"] = this.#authorization;
     if (request.body !== undefined) headers["content-type"] = "application/json";
     const url = `${this.baseUrl}${path}${queryString(request.query)}`;
@@ -279,13 +317,16 @@ export class GateClient {
     const onAbort = (): void => controller.abort();
     outer?.addEventListener("abort", onAbort, { once: true });
     let response: Response;
-    let text: string;
+    let text = "";
+    let bytes: Uint8Array | undefined;
     try {
       response = await this.#fetch(url, {
         method, headers, signal: controller.signal,
         body: request.body === undefined ? null : JSON.stringify(request.body),
       });
-      text = await response.text(); // the body is read under the same deadline
+      // the body is read under the same deadline
+      if (request.binary && response.ok) bytes = new Uint8Array(await response.arrayBuffer());
+      else text = await response.text();
     } catch (error) {
       if (timedOut) {
         throw new GateError(`the gate did not answer within ${timeoutMs} ms`,
@@ -300,6 +341,7 @@ export class GateClient {
     }
     const requestId = response.headers.get("x-request-id");
     if (!response.ok) throw errorFrom(response.status, text, requestId);
+    if (bytes !== undefined) return bytes;
     if (text === "") return undefined;
     try {
       return JSON.parse(text) as unknown;

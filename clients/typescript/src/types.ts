@@ -29,6 +29,12 @@ export type AuditPage = Schemas["AuditPage"];
 export type AuditEvent = Schemas["AuditEvent"];
 export type AuditVerification = Schemas["AuditVerification"];
 export type Readiness = Schemas["Readiness"];
+/** What `trace` found: the request an image came from and its audit record. */
+export type Trace = Schemas["Trace"];
+export type TraceRecord = Schemas["TraceRecord"];
+/** A takedown report (its hashes are in the blocklist; never the image). */
+export type Report = Schemas["Report"];
+export type ReportReason = Schemas["ReportBody"]["reason"];
 
 // -- vocabularies -----------------------------------------------------------------------
 export type Operation = Schemas["CheckBody"]["operation"];
@@ -85,6 +91,28 @@ export interface CheckOutputArgs {
   readonly content?: readonly ContentCategory[];
   readonly prompt?: string;
   readonly userId?: string;
+}
+
+export interface LabelOutputArgs {
+  /** The generated image of an allowed request. */
+  readonly image: ImageContent;
+  /** The `request_id` of the input decision. */
+  readonly requestId: string;
+  /** Language of a visible label, when a policy asks for one (e.g. `zh-CN`). */
+  readonly locale?: string;
+}
+
+export interface ReportArgs {
+  /** The reported image (hashed and traced by the sidecar, then discarded). */
+  readonly image?: ImageContent;
+  /** PDQ hashes (64 hex characters) computed where the image is, instead or as well. */
+  readonly pdq?: readonly string[];
+  /** Default `ncii`. */
+  readonly reason?: ReportReason;
+  /** The enrolled person shown, if known. */
+  readonly subjectId?: string;
+  /** How to reach the reporter. */
+  readonly contact?: string;
 }
 
 export interface EnrollArgs {

@@ -166,3 +166,36 @@ test("public routes: the JWKS and readiness", { skip: needsSidecar }, async () =
   assert.equal(ready.ready, true);
   assert.equal(ready.checks["models"], true);
 });
+
+test("incident response: label an output, trace it back, report it", { skip: needsSidecar },
+     async () => {
+  const s = theSidecar();
+  const { app, admin } = clients();
+  const decision = await app.check({
+    operation: "img2img", images: [{ role: "init", data: s.faceFreePhoto }],
+    prompt: "a watercolour landscape", requestId: "ts-incident" });
+  assert.equal(decision.verdict, "allow");
+  const labelled = await app.labelOutput({ image: s.faceFreePhoto, requestId: "ts-incident" });
+  assert.ok(labelled instanceof Uint8Array && labelled.length > 100);
+  assert.notDeepEqual(labelled, s.faceFreePhoto);
+  const found = await admin.trace(labelled);
+  assert.equal(found.found, true);
+  assert.equal(found.request_id, "ts-incident");
+  assert.equal(found.record?.app_id, s.appId);
+  assert.equal(found.record?.chain_verified, true);
+  const plain = await admin.trace(s.strangerPhoto);
+  assert.equal(plain.found, false);
+  const plainReport = await rejection(app.report({ image: labelled, reason: "ncii" }));
+  assert.equal(plainReport.code, "invalid_request"); // too plain to block by hash
+  // by hash only (reporting a photo here would block it for the other tests)
+  const report = await app.report({ pdq: ["a5".repeat(32)], reason: "impersonation" });
+  assert.equal(report.status, "open");
+  assert.equal(report.hashes, 1);
+  assert.equal(report.trace, null);
+  assert.ok(Date.parse(report.deadline) - Date.parse(report.created_at) === 48 * 3600 * 1000);
+  const refused = await rejection(app.labelOutput({ image: s.faceFreePhoto,
+                                                    requestId: "ts-never-decided" }));
+  assert.equal(refused.status, 422);
+  const notOperator = await rejection(app.trace(labelled));
+  assert.equal(notOperator.status, 403);
+});

@@ -104,6 +104,26 @@ export interface paths {
         readonly patch?: never;
         readonly trace?: never;
     };
+    readonly "/v1/audit/requests/{request_id}": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        /**
+         * Request Events
+         * @description Every event about one request id (its input decision, output screenings).
+         */
+        readonly get: operations["request_events_v1_audit_requests__request_id__get"];
+        readonly put?: never;
+        readonly post?: never;
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
     readonly "/v1/audit/verify": {
         readonly parameters: {
             readonly query?: never;
@@ -119,6 +139,81 @@ export interface paths {
          */
         readonly post: operations["verify_v1_audit_verify_post"];
         readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/blocklist": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        /** Blocklist */
+        readonly get: operations["blocklist_v1_blocklist_get"];
+        readonly put?: never;
+        readonly post?: never;
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/blocklist/export": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        /**
+         * Export List
+         * @description The confirmed (not provisional) entries, in a format other platforms import.
+         */
+        readonly get: operations["export_list_v1_blocklist_export_get"];
+        readonly put?: never;
+        readonly post?: never;
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/blocklist/import": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly get?: never;
+        readonly put?: never;
+        /**
+         * Import List
+         * @description Add a hash list (ThreatExchange / HMA formats: ``te-file``, ``te-csv``,
+         *     ``te-simple``; sniffed when ``format`` is not given) under the list ``name``.
+         */
+        readonly post: operations["import_list_v1_blocklist_import_post"];
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/blocklist/{entry_id}": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly get?: never;
+        readonly put?: never;
+        readonly post?: never;
+        /** Remove Entry */
+        readonly delete: operations["remove_entry_v1_blocklist__entry_id__delete"];
         readonly options?: never;
         readonly head?: never;
         readonly patch?: never;
@@ -159,6 +254,10 @@ export interface paths {
         /**
          * Check Output
          * @description Screen a generated image (the answer can only tighten the input decision).
+         *
+         *     With ``label: true`` an allowed output comes back marked and labelled too
+         *     (``labelled_image_b64``): the invisible mark ``/v1/trace`` reads, the implicit AI
+         *     labels, and what the obligations ask (visible label, C2PA manifest).
          */
         readonly post: operations["check_output_v1_check_output_post"];
         readonly delete?: never;
@@ -263,6 +362,95 @@ export interface paths {
         readonly get: operations["grant_token_v1_grants__grant_id__token_get"];
         readonly put?: never;
         readonly post?: never;
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/label-output": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly get?: never;
+        readonly put?: never;
+        /**
+         * Label Output
+         * @description Mark and label the generated image of an allowed request: an invisible mark that
+         *     ``/v1/trace`` reads, the implicit AI labels (GB 45438, IPTC), and what the decision's
+         *     obligations ask (a visible label, a C2PA manifest). 422 for a request id this gate
+         *     did not allow.
+         */
+        readonly post: operations["label_output_v1_label_output_post"];
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/reports": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        /**
+         * List Reports
+         * @description The queue: open reports first, nearest deadline first; ``overdue=true`` lists the
+         *     open ones past their deadline.
+         */
+        readonly get: operations["list_reports_v1_reports_get"];
+        readonly put?: never;
+        /**
+         * Report
+         * @description A takedown report. At once: the image's PDQ hashes join the blocklist
+         *     (provisionally: every later input or output matching them is denied,
+         *     ``core.known_image``), a trace runs and is attached, and the deadline is set (48 hours
+         *     by default). The image is not kept.
+         */
+        readonly post: operations["report_v1_reports_post"];
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/reports/{report_id}": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        /** Get Report */
+        readonly get: operations["get_report_v1_reports__report_id__get"];
+        readonly put?: never;
+        readonly post?: never;
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
+    readonly "/v1/reports/{report_id}/resolve": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly get?: never;
+        readonly put?: never;
+        /**
+         * Resolve Report
+         * @description ``actioned`` (its blocklist entries become permanent) or ``rejected`` (its
+         *     provisional entries are removed), with a reason; audited. 409 when already resolved.
+         */
+        readonly post: operations["resolve_report_v1_reports__report_id__resolve_post"];
         readonly delete?: never;
         readonly options?: never;
         readonly head?: never;
@@ -418,6 +606,28 @@ export interface paths {
         readonly patch?: never;
         readonly trace?: never;
     };
+    readonly "/v1/trace": {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly get?: never;
+        readonly put?: never;
+        /**
+         * Trace
+         * @description Where did this image come from? The request and its audit record (chain segment
+         *     verified), from the image's C2PA manifest or invisible mark; ``found: false`` for an
+         *     unmarked image, never somebody else's record.
+         */
+        readonly post: operations["trace_v1_trace_post"];
+        readonly delete?: never;
+        readonly options?: never;
+        readonly head?: never;
+        readonly patch?: never;
+        readonly trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -457,6 +667,32 @@ export interface components {
             readonly ok: boolean;
             /** Problem */
             readonly problem?: string | null;
+        };
+        /** BlocklistEntry */
+        readonly BlocklistEntry: {
+            /** Added At */
+            readonly added_at: string;
+            /** Entry Id */
+            readonly entry_id: string;
+            /** List Name */
+            readonly list_name: string | null;
+            /** Pdq */
+            readonly pdq: string;
+            /** Provisional */
+            readonly provisional: boolean;
+            /** Quality */
+            readonly quality: number | null;
+            /** Report Id */
+            readonly report_id: string | null;
+            /** Source */
+            readonly source: string;
+        };
+        /** BlocklistPage */
+        readonly BlocklistPage: {
+            /** Entries */
+            readonly entries: readonly components["schemas"]["BlocklistEntry"][];
+            /** Total */
+            readonly total: number;
         };
         /**
          * CheckBody
@@ -536,6 +772,12 @@ export interface components {
              */
             readonly image_b64: string;
             /**
+             * Label
+             * @description When the output is allowed, also return it marked and labelled (as /v1/label-output does) in labelled_image_b64.
+             * @default false
+             */
+            readonly label: boolean;
+            /**
              * Operation
              * @default txt2img
              * @enum {string}
@@ -561,12 +803,48 @@ export interface components {
             readonly content?: string;
             /** @description The generated image. */
             readonly image?: readonly string[];
+            readonly label?: string;
             readonly operation?: string;
             readonly prompt?: string;
             /** @description CheckOutputFields as JSON (or give plain fields). */
             readonly request?: string;
             readonly request_id?: string;
             readonly user_id?: string;
+        };
+        /**
+         * CheckOutputResult
+         * @description The output decision, and the labelled image when ``label`` was asked and allowed.
+         */
+        readonly CheckOutputResult: {
+            /** Consent Needed */
+            readonly consent_needed?: readonly components["schemas"]["ConsentNeed"][];
+            /** Content */
+            readonly content?: readonly ("general" | "sexual" | "violent" | "political")[];
+            /** Faces */
+            readonly faces: readonly components["schemas"]["FaceResult"][];
+            /** Jurisdictions */
+            readonly jurisdictions?: readonly ("cn" | "eu" | "us-il" | "us-tx" | "us-wa" | "us")[];
+            /** Labelled Image B64 */
+            readonly labelled_image_b64?: string | null;
+            /** Labelled Media Type */
+            readonly labelled_media_type?: string | null;
+            /** Latency Ms */
+            readonly latency_ms?: {
+                readonly [key: string]: number;
+            };
+            /** Obligations */
+            readonly obligations?: readonly string[];
+            /** Policy Version */
+            readonly policy_version: string;
+            /** Reasons */
+            readonly reasons: readonly components["schemas"]["Reason"][];
+            /** Request Id */
+            readonly request_id: string;
+            /**
+             * Verdict
+             * @enum {string}
+             */
+            readonly verdict: "allow" | "needs_consent" | "deny";
         };
         /**
          * ConsentNeed
@@ -921,6 +1199,11 @@ export interface components {
             /** User Id */
             readonly user_id?: string | null;
         };
+        /** HTTPValidationError */
+        readonly HTTPValidationError: {
+            /** Detail */
+            readonly detail?: readonly components["schemas"]["ValidationError"][];
+        };
         /** Health */
         readonly Health: {
             /** Status */
@@ -941,6 +1224,11 @@ export interface components {
              * @enum {string}
              */
             readonly role: "source" | "target" | "reference" | "init" | "mask" | "training" | "output";
+        };
+        /** ImportResult */
+        readonly ImportResult: {
+            /** Added */
+            readonly added: number;
         };
         /** Jwk */
         readonly Jwk: {
@@ -967,6 +1255,36 @@ export interface components {
         readonly Jwks: {
             /** Keys */
             readonly keys: readonly components["schemas"]["Jwk"][];
+        };
+        /**
+         * LabelOutputBody
+         * @description ``POST /v1/label-output`` as JSON.
+         */
+        readonly LabelOutputBody: {
+            /**
+             * Image B64
+             * @description The generated image, base64.
+             */
+            readonly image_b64: string;
+            /**
+             * Locale
+             * @description Language of a visible label (e.g. zh-CN).
+             * @default null
+             */
+            readonly locale: string | null;
+            /**
+             * Request Id
+             * @description The request id of the input decision.
+             */
+            readonly request_id: string;
+        };
+        readonly LabelOutputForm: {
+            /** @description The generated image. */
+            readonly image?: readonly string[];
+            readonly locale?: string;
+            /** @description LabelOutputFields as JSON (or give plain fields). */
+            readonly request?: string;
+            readonly request_id?: string;
         };
         /** PortalLink */
         readonly PortalLink: {
@@ -1003,6 +1321,99 @@ export interface components {
             readonly rule_id: string;
         };
         /**
+         * Report
+         * @description A takedown report (never the image: its hashes are in the blocklist).
+         */
+        readonly Report: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            readonly created_at: string;
+            /**
+             * Deadline
+             * Format: date-time
+             * @description When the report must be acted on.
+             */
+            readonly deadline: string;
+            /**
+             * Hashes
+             * @description PDQ hashes of the image now in the blocklist.
+             */
+            readonly hashes: number;
+            /**
+             * Overdue
+             * @description Still open after its deadline.
+             */
+            readonly overdue: boolean;
+            /**
+             * Reason
+             * @enum {string}
+             */
+            readonly reason: "ncii" | "impersonation" | "minor" | "other";
+            /** Report Id */
+            readonly report_id: string;
+            /** Resolution */
+            readonly resolution?: string | null;
+            /** Resolved At */
+            readonly resolved_at?: string | null;
+            /** Resolved By */
+            readonly resolved_by?: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            readonly status: "open" | "actioned" | "rejected";
+            /** Subject Id */
+            readonly subject_id?: string | null;
+            readonly trace?: components["schemas"]["Trace"] | null;
+        };
+        /**
+         * ReportBody
+         * @description ``POST /v1/reports`` as JSON.
+         */
+        readonly ReportBody: {
+            /**
+             * Contact
+             * @description How to reach the reporter (kept with the report, erased with the subject).
+             * @default null
+             */
+            readonly contact: string | null;
+            /**
+             * Image B64
+             * @description The reported image, base64.
+             * @default null
+             */
+            readonly image_b64: string | null;
+            /**
+             * Pdq
+             * @description PDQ hashes (64 hex) computed where the image is.
+             */
+            readonly pdq?: readonly string[];
+            /**
+             * Reason
+             * @default ncii
+             * @enum {string}
+             */
+            readonly reason: "ncii" | "impersonation" | "minor" | "other";
+            /**
+             * Subject Id
+             * @description The enrolled person shown, if known.
+             * @default null
+             */
+            readonly subject_id: string | null;
+        };
+        readonly ReportForm: {
+            readonly contact?: string;
+            /** @description The reported image (hashed and traced, then discarded). */
+            readonly image?: readonly string[];
+            readonly pdq?: string;
+            readonly reason?: string;
+            /** @description ReportFields as JSON (or give plain fields). */
+            readonly request?: string;
+            readonly subject_id?: string;
+        };
+        /**
          * Requester
          * @description Who asks: the app (tenant) and, optionally, its end user.
          *
@@ -1015,6 +1426,16 @@ export interface components {
             readonly app_id: string;
             /** User Id */
             readonly user_id?: string | null;
+        };
+        /** ResolveBody */
+        readonly ResolveBody: {
+            /** Reason */
+            readonly reason: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            readonly status: "actioned" | "rejected";
         };
         /** RevocationsAnswer */
         readonly RevocationsAnswer: {
@@ -1130,6 +1551,86 @@ export interface components {
             readonly subject_id: string;
             /** Template Count */
             readonly template_count: number;
+        };
+        /**
+         * Trace
+         * @description What ``FaceGate.trace`` found about an image.
+         */
+        readonly Trace: {
+            /** Distance Bits */
+            readonly distance_bits?: number | null;
+            /** Found */
+            readonly found: boolean;
+            readonly record?: components["schemas"]["TraceRecord"] | null;
+            /** Request Id */
+            readonly request_id?: string | null;
+            /** Source */
+            readonly source?: ("watermark" | "c2pa") | null;
+        };
+        /**
+         * TraceBody
+         * @description ``POST /v1/trace`` as JSON.
+         */
+        readonly TraceBody: {
+            /**
+             * Image B64
+             * @description The image to trace, base64.
+             */
+            readonly image_b64: string;
+        };
+        /**
+         * TraceRecord
+         * @description The audit record of the traced request's decision (no pixels, no names).
+         */
+        readonly TraceRecord: {
+            /** App Id */
+            readonly app_id?: string | null;
+            /** At */
+            readonly at: string;
+            /**
+             * Chain Verified
+             * @description The record hashes to its stored hash and links to its neighbours in the chain.
+             */
+            readonly chain_verified: boolean;
+            /** Grant Ids */
+            readonly grant_ids?: readonly string[];
+            /** Hash */
+            readonly hash: string;
+            /** Operation */
+            readonly operation?: string | null;
+            /** Policy Version */
+            readonly policy_version?: string | null;
+            /** Rule Ids */
+            readonly rule_ids?: readonly string[];
+            /** Seq */
+            readonly seq: number;
+            /**
+             * Subject Ids
+             * @description Subjects still enrolled (refs resolved).
+             */
+            readonly subject_ids?: readonly string[];
+            /** Subject Refs */
+            readonly subject_refs?: readonly string[];
+            /**
+             * User Ref
+             * @description Keyed, pseudonymous user id.
+             */
+            readonly user_ref?: string | null;
+            /** Verdict */
+            readonly verdict?: string | null;
+        };
+        /** ValidationError */
+        readonly ValidationError: {
+            /** Context */
+            readonly ctx?: Record<string, never>;
+            /** Input */
+            readonly input?: unknown;
+            /** Location */
+            readonly loc: readonly (string | number)[];
+            /** Message */
+            readonly msg: string;
+            /** Error Type */
+            readonly type: string;
         };
     };
     responses: never;
@@ -1297,6 +1798,73 @@ export interface operations {
             };
         };
     };
+    readonly request_events_v1_audit_requests__request_id__get: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path: {
+                readonly request_id: string;
+            };
+            readonly cookie?: never;
+        };
+        readonly requestBody?: never;
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     readonly verify_v1_audit_verify_post: {
         readonly parameters: {
             readonly query?: never;
@@ -1331,6 +1899,307 @@ export interface operations {
                 };
                 content: {
                     readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly blocklist_v1_blocklist_get: {
+        readonly parameters: {
+            readonly query?: {
+                readonly limit?: number;
+                readonly offset?: number;
+            };
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly requestBody?: never;
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["BlocklistPage"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly export_list_v1_blocklist_export_get: {
+        readonly parameters: {
+            readonly query?: {
+                readonly format?: "te-file" | "te-csv" | "te-simple";
+            };
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly requestBody?: never;
+        readonly responses: {
+            /** @description The hash list. */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "text/csv": string;
+                    readonly "text/plain": string;
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "text/plain": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "text/plain": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "text/plain": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "text/plain": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "text/plain": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly import_list_v1_blocklist_import_post: {
+        readonly parameters: {
+            readonly query: {
+                readonly name: string;
+                readonly format?: ("te-file" | "te-csv" | "te-simple") | null;
+            };
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly requestBody: {
+            readonly content: {
+                readonly "text/csv": string;
+                readonly "text/plain": string;
+            };
+        };
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ImportResult"];
+                };
+            };
+            /** @description Malformed JSON. */
+            readonly 400: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Body or image too large. */
+            readonly 413: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly remove_entry_v1_blocklist__entry_id__delete: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path: {
+                readonly entry_id: string;
+            };
+            readonly cookie?: never;
+        };
+        readonly requestBody?: never;
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 204: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such record. */
+            readonly 404: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
             /** @description Rate limited (see Retry-After). */
@@ -1470,7 +2339,7 @@ export interface operations {
                     readonly [name: string]: unknown;
                 };
                 content: {
-                    readonly "application/json": components["schemas"]["Decision"];
+                    readonly "application/json": components["schemas"]["CheckOutputResult"];
                 };
             };
             /** @description Malformed JSON. */
@@ -2025,6 +2894,445 @@ export interface operations {
             };
             /** @description No such record. */
             readonly 404: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly label_output_v1_label_output_post: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly requestBody: {
+            readonly content: {
+                readonly "application/json": components["schemas"]["LabelOutputBody"];
+                readonly "multipart/form-data": components["schemas"]["LabelOutputForm"];
+            };
+        };
+        readonly responses: {
+            /** @description The labelled image. */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "image/jpeg": unknown;
+                    readonly "image/png": unknown;
+                };
+            };
+            /** @description Malformed JSON. */
+            readonly 400: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Body or image too large. */
+            readonly 413: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unsupported media type or image format. */
+            readonly 415: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly list_reports_v1_reports_get: {
+        readonly parameters: {
+            readonly query?: {
+                readonly status?: ("open" | "actioned" | "rejected") | null;
+                readonly overdue?: boolean;
+                readonly limit?: number;
+                readonly offset?: number;
+            };
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly requestBody?: never;
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": readonly components["schemas"]["Report"][];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly report_v1_reports_post: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly requestBody: {
+            readonly content: {
+                readonly "application/json": components["schemas"]["ReportBody"];
+                readonly "multipart/form-data": components["schemas"]["ReportForm"];
+            };
+        };
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 201: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["Report"];
+                };
+            };
+            /** @description Malformed JSON. */
+            readonly 400: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such record. */
+            readonly 404: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Body or image too large. */
+            readonly 413: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unsupported media type or image format. */
+            readonly 415: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly get_report_v1_reports__report_id__get: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path: {
+                readonly report_id: string;
+            };
+            readonly cookie?: never;
+        };
+        readonly requestBody?: never;
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["Report"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such record. */
+            readonly 404: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation Error */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly resolve_report_v1_reports__report_id__resolve_post: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path: {
+                readonly report_id: string;
+            };
+            readonly cookie?: never;
+        };
+        readonly requestBody: {
+            readonly content: {
+                readonly "application/json": components["schemas"]["ResolveBody"];
+            };
+        };
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["Report"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such record. */
+            readonly 404: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict with the record's state (e.g. already revoked). */
+            readonly 409: {
                 headers: {
                     readonly [name: string]: unknown;
                 };
@@ -2724,6 +4032,106 @@ export interface operations {
             };
             /** @description No such record. */
             readonly 404: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Invalid or unknown fields. */
+            readonly 422: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Rate limited (see Retry-After). */
+            readonly 429: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not ready, timed out, or a backend is unavailable. */
+            readonly 503: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    readonly trace_v1_trace_post: {
+        readonly parameters: {
+            readonly query?: never;
+            readonly header?: never;
+            readonly path?: never;
+            readonly cookie?: never;
+        };
+        readonly requestBody: {
+            readonly content: {
+                readonly "application/json": components["schemas"]["TraceBody"];
+                readonly "multipart/form-data": {
+                    /** Format: binary */
+                    readonly image: string;
+                };
+            };
+        };
+        readonly responses: {
+            /** @description Successful Response */
+            readonly 200: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["Trace"];
+                };
+            };
+            /** @description Malformed JSON. */
+            readonly 400: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked API key. */
+            readonly 401: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope. */
+            readonly 403: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Body or image too large. */
+            readonly 413: {
+                headers: {
+                    readonly [name: string]: unknown;
+                };
+                content: {
+                    readonly "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unsupported media type or image format. */
+            readonly 415: {
                 headers: {
                     readonly [name: string]: unknown;
                 };
