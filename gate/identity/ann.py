@@ -229,6 +229,22 @@ class HnswIndex:
                 results.append(hits)
             return results
 
+    def template_similarities(self, query: np.ndarray, subject_id: str) -> np.ndarray:
+        """Cosine of ``query`` to each of the subject's stored templates, at the index's
+        precision (rows re-normalised: ``i8``/``f16`` storage scales them)."""
+        q = np.asarray(query, dtype=np.float32).reshape(self.dim)
+        with self._lock:
+            number = self._subject_numbers.get(subject_id)
+            if number is None:
+                return np.zeros(0, dtype=np.float32)
+            keys = np.flatnonzero(self._owners[: self._next_key] == number).astype(np.uint64)
+            if keys.size == 0:
+                return np.zeros(0, dtype=np.float32)
+            rows = np.asarray(self._index.get(keys), dtype=np.float32).reshape(len(keys), -1)
+        norms = np.linalg.norm(rows, axis=1)
+        sims: np.ndarray = (rows @ q) / np.maximum(norms, 1e-12)
+        return sims.astype(np.float32)
+
     # -- persistence ----------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str], *, checkpoint: int | None = None) -> None:

@@ -2,7 +2,9 @@
 
 ``ExactIndex`` is an exact cosine search over one numpy matrix (the default; exact and
 fast enough up to ~100k templates on 2 cores). ``DictIndex`` is the plain fake for tests.
-Both keep several templates per subject and report each subject's best template.
+Both keep several templates per subject and report each subject's best template;
+``template_similarities`` gives a query's similarity to each template of one subject
+(what the permissive ``top2`` rule of ``gate.identity.classify`` reads).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ class IdentityIndex(Protocol):
 
     def clear(self) -> None: ...
 
+    def template_similarities(self, query: np.ndarray, subject_id: str) -> np.ndarray:
+        """Cosine of one ``query`` to each of the subject's templates (any order; empty
+        when the subject has none)."""
+        ...
+
     def __len__(self) -> int: ...
 
 
@@ -43,6 +50,7 @@ class ExactIndex:
         self._lock = threading.RLock()
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._owners: list[str] = []
+        self._rows_of: dict[str, list[int]] = {}  # subject -> its rows in the matrix
         self._size = 0
 
     def __len__(self) -> int:
@@ -59,6 +67,7 @@ class ExactIndex:
                 self._matrix = grown
             self._matrix[self._size : needed] = rows
             self._owners.extend([subject_id] * len(rows))
+            self._rows_of.setdefault(subject_id, []).extend(range(self._size, needed))
             self._size = needed
 
     def remove(self, subject_id: str) -> int:
@@ -70,6 +79,9 @@ class ExactIndex:
                 matrix[: len(keep)] = self._matrix[keep]
                 self._matrix = matrix  # the old rows are dropped, not left in memory
                 self._owners = [self._owners[i] for i in keep]
+                self._rows_of = {}
+                for row, owner in enumerate(self._owners):
+                    self._rows_of.setdefault(owner, []).append(row)
                 self._size = len(keep)
             return removed
 
@@ -77,7 +89,15 @@ class ExactIndex:
         with self._lock:
             self._matrix = np.zeros((0, self.dim), dtype=np.float32)
             self._owners = []
+            self._rows_of = {}
             self._size = 0
+
+    def template_similarities(self, query: np.ndarray, subject_id: str) -> np.ndarray:
+        q = np.asarray(query, dtype=np.float32).reshape(self.dim)
+        with self._lock:
+            rows = self._rows_of.get(subject_id, [])
+            sims: np.ndarray = self._matrix[rows] @ q
+        return sims
 
     def search(self, queries: np.ndarray, k: int) -> list[list[IndexHit]]:
         q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
@@ -124,6 +144,11 @@ class DictIndex:
 
     def clear(self) -> None:
         self._rows.clear()
+
+    def template_similarities(self, query: np.ndarray, subject_id: str) -> np.ndarray:
+        q = np.asarray(query, dtype=np.float32).ravel()
+        return np.array([float(q @ r) for r in self._rows.get(subject_id, [])],
+                        dtype=np.float32)
 
     def search(self, queries: np.ndarray, k: int) -> list[list[IndexHit]]:
         out = []

@@ -300,6 +300,26 @@ class MilvusIndex:
             consistency_level=_SESSION)
         return [self._hits(row, k) for row in result]
 
+    def template_similarities(self, query: np.ndarray, subject_id: str) -> np.ndarray:
+        """Cosine of ``query`` to each of the subject's templates (what ``search`` would
+        score them), read at the same *Session* level as ``search``. The query is
+        protected like a search's; the rotation keeps cosines."""
+        self._check_subject(subject_id)
+        q = np.asarray(query, dtype=np.float32).reshape(self.dim)
+        if not np.all(np.isfinite(q)):
+            raise ValueError("queries must be finite")
+        frame = self._frame
+        rows = self._call("read", self._client.query, frame.name,
+                          filter=f'subject_id == "{subject_id}"', output_fields=["vector"],
+                          limit=_QUERY_LIMIT, consistency_level=_SESSION)
+        if not rows:
+            return np.zeros(0, dtype=np.float32)
+        vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+        protected = frame.protector.protect(q)[0]
+        norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(protected)), 1e-12)
+        sims: np.ndarray = np.clip((vectors @ protected) / np.maximum(norms, 1e-12), -1.0, 1.0)
+        return sims.astype(np.float32)
+
     # -- change-feed checkpoint -----------------------------------------------------------
 
     def checkpoint(self) -> int | None:
