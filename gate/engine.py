@@ -658,8 +658,12 @@ class FaceGate:
             asked = Asked(operation=request.operation, content=frozenset(content),
                           purpose=request.purpose, requester=request.requester,
                           required_formalities=required)
+            sims = self.follower.template_similarities(
+                vectors, hits, self.settings.permissive_threshold) \
+                if self.settings.permissive_rule == "top2" and observations else None
             result = classify(observations, hits, named, subjects, grants, asked,
-                              self._thresholds(), now=utcnow(), count_uses=not for_output)
+                              self._thresholds(), now=utcnow(), count_uses=not for_output,
+                              template_sims=sims)
         with timer.stage("policy"):
             evaluation = policy.evaluate(_facts(request, content, result.faces,
                                                 result.covering, subjects))
@@ -704,7 +708,8 @@ class FaceGate:
         s = self.settings
         return Thresholds(match=s.match_threshold, allow=s.permissive_threshold,
                           protected_margin=s.protected_margin, min_quality=s.min_quality,
-                          min_face_px=s.min_face_px)
+                          min_face_px=s.min_face_px, permissive_rule=s.permissive_rule,
+                          poor_quality_allow=s.poor_quality_allow_threshold)
 
     def _names_in_prompt(self, request: GateRequest) -> list[str]:
         text = f"{request.prompt}\n{request.negative_prompt}".strip()

@@ -80,13 +80,24 @@ class Settings(BaseSettings):
     #: consent grant): below it, a face matched only to a consenting subject is unknown.
     #: Also what a person must reach to prove they are a subject when consenting.
     allow_threshold: float = Field(default=0.40, ge=-1.0, le=1.0)
+    #: What a permissive reading (self, consented) is judged on when a subject has several
+    #: templates: ``top2``, the mean of the face's two best similarities to them (a
+    #: stranger rarely comes close to two photos of one person: 3-photo clean
+    #: false-allow 2 -> 0 of 483, false-block 2.3 -> 1.5 %, docs/accuracy.md), or ``max``,
+    #: the best one. Protective readings always use the best template.
+    permissive_rule: Literal["max", "top2"] = "top2"
     #: A protected subject above ``match_threshold`` and within this of the best match
     #: makes the reading protective (2.0: any protected match at all). At 0.15 a face
     #: that is clearly someone else (best >= 0.51) is not blocked by a protected
     #: look-alike's weak match: 3-photo false-block 4.6 % -> 2.3 %, false-allow unchanged.
     protected_margin: float = Field(default=0.15, ge=0.0, le=2.0)
-    #: Faces with quality below this are ``unidentifiable``.
+    #: Faces with quality below this are ``unidentifiable``...
     min_quality: float = Field(default=0.30, ge=0.0, le=1.0)
+    #: ...unless at least ``min_face_px`` and matched to a consenting subject (or the
+    #: requester) at this similarity or more, on the permissive rule (profile faces of a
+    #: person who consented; no impostor face below ``min_quality`` reached 0.39 in 2,990
+    #: pairs, docs/accuracy.md). Never lowers ``allow_threshold``; above 1: never.
+    poor_quality_allow_threshold: float = Field(default=0.45, ge=-1.0, le=2.0)
     #: Faces whose shorter side is below this are ``unidentifiable``.
     min_face_px: int = Field(default=24, ge=4)
 

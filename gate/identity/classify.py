@@ -9,6 +9,17 @@ request), ``protected`` with status ``protected`` (opted out). When several enro
 match a face, the most restrictive reading wins. A permissive reading needs the stricter
 ``allow_threshold``; below it, a match only protects. A face too small or too poor to
 identify is ``unidentifiable`` unless it matched somebody protective.
+
+Two rules make permissive readings stricter than protective ones (docs/accuracy.md,
+issue 17), both set in ``Thresholds``:
+
+- ``permissive_rule="top2"``: a protective reading keeps the subject's best template; a
+  permissive one is judged on the mean of the face's two best similarities to the
+  subject's templates (``template_sims``; a subject with one template keeps it). A
+  stranger rarely comes close to two photos of one person; the person usually does.
+- ``poor_quality_allow``: a face below ``min_quality`` (a profile, blur) that is at
+  least ``min_face_px`` may still read ``consented`` or ``self`` when its permissive
+  similarity reaches this stricter threshold; otherwise it stays ``unidentifiable``.
 """
 
 from __future__ import annotations
@@ -40,6 +51,13 @@ class Thresholds:
     min_quality: float
     min_face_px: int
     ambiguity_margin: float = AMBIGUITY_MARGIN
+    #: What a permissive reading is judged on: ``max`` (the best template) or ``top2``
+    #: (the mean of the two best templates, never above the best; see module doc).
+    #: These defaults keep the plain rules; ``Settings`` holds the recommended ones.
+    permissive_rule: Literal["max", "top2"] = "max"
+    #: Similarity at which a poor-quality face (at least ``min_face_px``) may still read
+    #: permissive; above 1: never.
+    poor_quality_allow: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +107,36 @@ class _Reading:
 
 
 _ReadFn = Callable[[str, float], _Reading]
+#: Per face: subject id -> the face's cosine to each of that subject's templates.
+TemplateSims = Mapping[str, Sequence[float]]
+
+
+def permissive_similarity(best: float, template_sims: Sequence[float] | None,
+                          rule: str) -> float:
+    """The similarity a permissive reading (self, consented) is judged on.
+
+    ``best`` is the subject's best template (what the index reports). With ``top2`` and
+    at least two template similarities: the mean of the two best, never above ``best``.
+    Otherwise ``best`` (one template, or similarities not known).
+    """
+    if rule != "top2" or template_sims is None or len(template_sims) < 2:
+        return best
+    first, second = sorted((float(v) for v in template_sims), reverse=True)[:2]
+    return min(best, (first + second) / 2.0)
 
 
 def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],
              named: Sequence[str], subjects: Mapping[str, Subject],
              grants: Mapping[str, Sequence[Grant]], asked: Asked, thresholds: Thresholds,
-             *, now: datetime, count_uses: bool = True) -> Classification:
+             *, now: datetime, count_uses: bool = True,
+             template_sims: Sequence[TemplateSims] | None = None) -> Classification:
     """Readings of every face (``hits[i]`` are face ``i``'s index hits, best first) and of
     every enrolled person ``named`` in the prompt. ``subjects`` holds the subjects that
-    still exist (one erased between search and lookup reads as nobody)."""
+    still exist (one erased between search and lookup reads as nobody).
+    ``template_sims[i]`` (``permissive_rule="top2"``): face ``i``'s similarities to each
+    template of the subjects it may read permissively as (see module doc)."""
+    if template_sims is not None and len(template_sims) != len(faces):
+        raise ValueError("template_sims needs one mapping per face")
     results: list[FaceResult] = []
     covering: dict[str, Grant] = {}
     gaps: dict[str, frozenset[str]] = {}
@@ -129,12 +168,19 @@ def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],
             return _Reading("consented", subject.status, grant)
         return _Reading("protected", subject.status, missing=missing)
 
-    for face, face_hits in zip(faces, hits, strict=True):
-        reading, subject_id, similarity = _read_face(face_hits, subjects, thresholds, read)
+    for n, (face, face_hits) in enumerate(zip(faces, hits, strict=True)):
+        sims = template_sims[n] if template_sims is not None else {}
+        reading, subject_id, similarity, permissive = _read_face(
+            face_hits, subjects, thresholds, read, sims)
         if reading.identity == "unknown":
             subject_id = None
         poor = face.size_px < thresholds.min_face_px or face.quality < thresholds.min_quality
-        if poor and reading.identity in ("unknown", "consented", "self"):
+        # A poor face that is large enough and matches a consenting subject (or the
+        # requester) beyond the stricter poor-quality threshold keeps its reading.
+        sure = reading.identity in ("consented", "self") and \
+            face.size_px >= thresholds.min_face_px and \
+            permissive >= thresholds.poor_quality_allow
+        if poor and reading.identity in ("unknown", "consented", "self") and not sure:
             # Too poor to hand anyone a permissive reading; a match still names the
             # person, so a consent request can reach them.
             reading = _Reading("unidentifiable", reading.status)
@@ -170,23 +216,27 @@ def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],
 
 
 def _read_face(face_hits: Sequence[IndexHit], subjects: Mapping[str, Subject],
-               thresholds: Thresholds, read: _ReadFn
-               ) -> tuple[_Reading, str | None, float | None]:
-    """The most restrictive reading among the close matches of one face."""
+               thresholds: Thresholds, read: _ReadFn, template_sims: TemplateSims
+               ) -> tuple[_Reading, str | None, float | None, float]:
+    """The most restrictive reading among the close matches of one face, and the
+    permissive similarity of the match it names (-1 when none)."""
     similarity = round(face_hits[0].similarity, 4) if face_hits else None
     candidates = [h for h in face_hits
                   if h.similarity >= thresholds.match and h.subject_id in subjects]
     if not candidates:
-        return _Reading("unknown", None), None, similarity
+        return _Reading("unknown", None), None, similarity, -1.0
     top = candidates[0].similarity
     close = [h for h in candidates
              if h is candidates[0] or h.similarity >= top - thresholds.ambiguity_margin
              or (subjects[h.subject_id].status == "protected"
                  and h.similarity >= top - thresholds.protected_margin)]
-    readings = [(h, read(h.subject_id, h.similarity)) for h in close]
+    permissive = {h.subject_id: permissive_similarity(
+        h.similarity, template_sims.get(h.subject_id), thresholds.permissive_rule)
+        for h in close}
+    readings = [(h, read(h.subject_id, permissive[h.subject_id])) for h in close]
     hit, reading = max(readings, key=lambda r: RESTRICTIVENESS.get(
         (r[1].identity, r[1].status), 99))
-    return reading, hit.subject_id, round(hit.similarity, 4)
+    return reading, hit.subject_id, round(hit.similarity, 4), permissive[hit.subject_id]
 
 
 def _needs(results: Collection[FaceResult], asked: Asked) -> tuple[ConsentNeed, ...]:

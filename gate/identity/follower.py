@@ -78,6 +78,16 @@ class IndexFollower:
         """1:N search on the current index (best template per subject, best first)."""
         return self._state.index.search(queries, k)
 
+    def template_similarities(self, queries: np.ndarray, hits: list[list[IndexHit]],
+                              min_similarity: float) -> list[dict[str, list[float]]]:
+        """Per query: for each hit at ``min_similarity`` or more, the query's cosine to
+        each of that subject's templates (the permissive ``top2`` rule reads them)."""
+        index = self._state.index
+        return [{h.subject_id: [float(v) for v in
+                                index.template_similarities(query, h.subject_id)]
+                 for h in row if h.similarity >= min_similarity}
+                for query, row in zip(queries, hits, strict=True)]
+
     def on_forget(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` whenever a subject is erased (here or on another replica)."""
         self._on_forget.append(callback)
