@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from gate.errors import EnrollmentError
+from gate.identity.selection import DEFAULT_TEMPLATES, Candidate, select_templates
 from gate.pipeline import AnalysedFace
 
 if TYPE_CHECKING:
@@ -67,8 +68,11 @@ class LivenessResult:
     poses: tuple[Pose, ...]
     #: Mean template of the frontal frames (L2-normalised); None when it failed early.
     reference: np.ndarray | None = field(default=None, repr=False)
-    #: Positions (in the burst) of the frames facing the camera: what enrolment uses.
+    #: Positions (in the burst) of the frames facing the camera.
     frontal_indices: tuple[int, ...] = ()
+    #: Positions of the frames enrolment keeps as templates (``enrolment_frames``): the
+    #: best face, then the frames that add the most variety; empty when it failed early.
+    enrol_indices: tuple[int, ...] = ()
 
 
 def yaw_ratio(landmarks: np.ndarray) -> float:
@@ -136,7 +140,20 @@ def verify_burst(frames: Sequence[FrameFace], challenge: Sequence[Pose],
     sims = [float(np.dot(_unit(s.vector), reference)) for s in samples]
     if min(sims) < cfg.same_person_min:
         reasons.append("the frames do not all show the same person")
-    return LivenessResult(not reasons, tuple(reasons), poses, reference, front_at)
+    return LivenessResult(not reasons, tuple(reasons), poses, reference, front_at,
+                          tuple(enrolment_frames(frames)))
+
+
+def enrolment_frames(frames: Sequence[FrameFace], k: int = DEFAULT_TEMPLATES) -> list[int]:
+    """Positions of the burst frames to enrol from: at most ``k``, the best-quality face
+    first, then the frames that add the most variety (``select_templates``); never a
+    near copy of a kept frame. Falls back to the first usable frame."""
+    usable = [(i, f.sample) for i, f in enumerate(frames) if f.sample is not None]
+    candidates = [Candidate(quality=sample.quality,
+                            yaw_ratio=yaw_ratio(np.asarray(sample.landmarks_px)),
+                            vector=sample.vector) for _, sample in usable]
+    chosen = select_templates(candidates, k, min_quality=0.3)
+    return [usable[i][0] for i in chosen] or [i for i, _ in usable[:1]]
 
 
 # -- analysis of a burst with the gate's own pipeline -------------------------------------

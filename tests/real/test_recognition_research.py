@@ -1,0 +1,168 @@
+"""Issue 17 on real photos: orientation check, the cheap orientation probe, template
+selection, and the permissive top-2 / poor-quality rules through the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gate.factory import build_embedder, build_robust_detector
+from gate.identity.selection import Candidate, select_templates
+from gate.settings import Settings
+from gate.vision.align import norm_crop
+from gate.vision.detect import Detection
+from gate.vision.quality import face_quality
+from gate.vision.robust import OrientationRobustDetector, roll_degrees
+
+pytestmark = pytest.mark.real
+
+#: Aligned 112 px crops: upside down, the upright pass "finds" them with landmarks in
+#: upright order (the failure the orientation check fixes).
+GLINT = ("Tom_Hanks", "Hugh_Jackman", "Keanu_Reeves")
+
+
+def _photos(faces_dir: Path, set_name: str, identity: str, n: int) -> list[Path]:
+    folder = faces_dir / set_name / identity
+    if not folder.is_dir():
+        pytest.skip(f"{folder} missing")
+    return sorted(folder.iterdir())[:n]
+
+
+def _read(path: Path) -> np.ndarray:
+    from gate.evaluation.transforms import decode_bgr
+
+    return decode_bgr(path.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def detector() -> OrientationRobustDetector:
+    det = build_robust_detector(Settings(orientation_probe_px=320))
+    assert isinstance(det, OrientationRobustDetector)
+    return det
+
+
+def _identities(faces_dir: Path) -> list[str]:
+    found = [i for i in GLINT if (faces_dir / "glint24" / i).is_dir()]
+    if not found:
+        found = sorted(p.name for p in (faces_dir / "glint24").iterdir() if p.is_dir())[:3]
+    return found
+
+
+def test_upside_down_faces_get_upside_down_landmarks(
+        detector: OrientationRobustDetector, faces_dir: Path) -> None:
+    import cv2
+
+    embedder = build_embedder(Settings())
+    checked, wrong_without, same_person = 0, 0, []
+    for identity in _identities(faces_dir):
+        for path in _photos(faces_dir, "glint24", identity, 4):
+            image = _read(path)
+            upright = detector.detect(image)
+            turned = cv2.rotate(image, cv2.ROTATE_180)
+            dets = detector.detect(turned)
+            assert len(dets) == 1, f"{path.name}: one face, not a face and its ghost"
+            assert abs(roll_degrees(dets[0])) > 150, f"{path.name}: landmarks not turned"
+            detector.check_orientation = False
+            try:
+                plain = detector.detect(turned)
+            finally:
+                detector.check_orientation = True
+            wrong_without += any(abs(roll_degrees(d)) < 90 for d in plain)
+            a = embedder.embed([norm_crop(image, upright[0].landmarks_array())])[0]
+            b = embedder.embed([norm_crop(turned, dets[0].landmarks_array())])[0]
+            same_person.append(float(a @ b))
+            checked += 1
+    assert checked >= 6
+    assert wrong_without > 0, "the sample no longer shows the failure the check fixes"
+    assert np.median(same_person) > 0.8  # the turned face embeds like the upright one
+
+
+def test_cheap_probe_still_finds_quarter_turned_faces(
+        detector: OrientationRobustDetector, faces_dir: Path) -> None:
+    import cv2
+
+    found = total = 0
+    for identity in ("John_Salley", "ben_afflek", "bbt_penny"):
+        for path in _photos(faces_dir, "natural_small", identity, 3):
+            for code in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE):
+                dets = detector.detect(cv2.rotate(_read(path), code))
+                total += 1
+                found += any(60 < abs(roll_degrees(d)) < 120 for d in dets)
+    assert found >= total - 1
+
+
+def test_yunet_runs_at_a_smaller_input(faces_dir: Path) -> None:
+    from gate.vision import detect, packs
+
+    path = packs.prepared_default("detector", Settings().resolved_model_cache())
+    small = detect.YuNetDetector(path, input_px=320, threads=1)
+    image = _read(_photos(faces_dir, "natural_small", "ben_afflek", 1)[0])
+    dets = small.detect(image)
+    assert len(dets) == 1 and dets[0].score > 0.6
+    with pytest.raises(ValueError):
+        detect.YuNetDetector(path, input_px=300)
+
+
+def _candidates(faces_dir: Path, identity: str, n: int) -> list[Candidate]:
+    from gate.consent.liveness import yaw_ratio
+    from gate.vision.align import align_face
+
+    detector = build_robust_detector(Settings())
+    embedder = build_embedder(Settings())
+    out = []
+    for path in _photos(faces_dir, "natural_small", identity, n):
+        image = _read(path)
+        det: Detection = max(detector.detect(image), key=lambda d: d.size_px)
+        crop, points = align_face(image, det.landmarks_array())
+        out.append(Candidate(quality=face_quality(det, crop, points).score,
+                             yaw_ratio=yaw_ratio(det.landmarks_array()),
+                             vector=embedder.embed([crop])[0]))
+    return out
+
+
+def test_template_selection_keeps_the_person_and_drops_a_stranger(faces_dir: Path) -> None:
+    own = _candidates(faces_dir, "ben_afflek", 6)
+    stranger = _candidates(faces_dir, "bbt_penny", 1)
+    chosen = select_templates([*own, *stranger], k=3)
+    assert 1 <= len(chosen) <= 3
+    assert len(own) not in chosen  # the stranger's face is never a template
+    assert chosen == select_templates([*own, *stranger], k=3)  # deterministic
+    # A burst of one picture repeated gives one template, not three copies.
+    assert select_templates([own[0]] * 4, k=3) == [0]
+
+
+def test_permissive_top2_and_poor_quality_threshold_on_real_photos(tmp_path: Path,
+                                                                   faces_dir: Path) -> None:
+    """The default rules still allow the consenting person's other photos, never a
+    stranger, and never allow where the plain best-template rule would not."""
+    from gate.engine import FaceGate
+    from gate.types import GateRequest, ImageInput, Requester
+
+    photos = _photos(faces_dir, "natural_small", "ben_afflek", 7)
+    strangers = _photos(faces_dir, "natural_small", "bbt_penny", 3)
+    verdicts: dict[str, list[tuple[str, str]]] = {}
+    for rule in ("top2", "max"):
+        gate = FaceGate.open(tmp_path / rule, permissive_rule=rule)
+        try:
+            subject = gate.enroll([p.read_bytes() for p in photos[:3]], "Ben",
+                                  status="consenting")
+            assert subject.template_count == 3
+            gate.grant(subject.subject_id, app_id="t", operations=["face_swap"])
+
+            def check(path: Path, gate: FaceGate = gate) -> tuple[str, str]:
+                d = gate.check(GateRequest(
+                    operation="face_swap", requester=Requester(app_id="t"),
+                    images=[ImageInput(role="target", data=path.read_bytes())]))
+                return d.verdict, d.faces[0].identity
+
+            verdicts[rule] = [check(p) for p in (*photos[3:], *strangers)]
+        finally:
+            gate.close()
+    top2, best = verdicts["top2"], verdicts["max"]
+    genuine = len(photos) - 3
+    assert any(v == ("allow", "consented") for v in top2[:genuine])
+    assert all(v[0] != "allow" for v in top2[genuine:])
+    for strict, plain in zip(top2, best, strict=True):
+        assert strict[0] != "allow" or plain[0] == "allow"  # top2 only tightens
