@@ -1,0 +1,519 @@
+"""Recognition studies on cached embeddings: the efficacy protocol replayed in numpy.
+
+``benchmarks/recog_cache.py`` runs every enrolment photo and every probe of the efficacy
+protocol (both sets, every transform) through the product's decode, detector, alignment
+and SFace once. This script replays the engine's identification and the default policy
+on those arrays (``simulate``), so matching rules, thresholds, template counts and flip
+test-time augmentation can be compared in seconds. The replay reproduces the engine's
+identification (``gate.identity.classify``: thresholds, margins, most restrictive reading,
+quality gate, ``permissive_rule``, ``poor_quality_allow_threshold``) and the default
+policy for face swaps: with the same detections it gives the false-allow, "protected not
+recognised", false-block and wrong-subject counts of ``benchmarks/efficacy.py``
+(docs/accuracy.md compares them). ``Config()`` is the engine before issue 17 (best
+template, no poor-quality reading); ``RECOMMENDED`` is today's default.
+
+    .venv/bin/python benchmarks/recognition.py --tag base --study all
+
+(The dlib second-opinion study of the research branch ``recog-research`` needs dlib
+descriptors in the cache and is not ported: docs/accuracy.md keeps its figures.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+RESTRICTIVENESS = {"consented": 1, "unknown": 2, "protected": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the replay decides with (the engine before issue 17 unless changed)."""
+
+    flip: bool = True  # test-time flip at check time (templates are always flip-averaged)
+    rule: str = "max"  # per-subject score over its templates: max | top2 | mean
+    match_threshold: float = 0.36
+    allow_threshold: float = 0.40
+    protected_margin: float = 0.15
+    ambiguity_margin: float = 0.05
+    min_quality: float = 0.30
+    min_face_px: float = 24.0
+    k: int = 3  # subjects returned by the index
+    #: Flip TTA only for faces whose best single-crop score reaches this (-1: always).
+    flip_from: float = -1.0
+    #: A poor-quality face may still be read as consented at this similarity (2: never).
+    poor_allow_threshold: float = 2.0
+    name: str = ""
+
+
+#: The recognition rules recommended in docs/accuracy.md (issue 17) and now the
+#: defaults: ``permissive_rule="top2"``, ``poor_quality_allow_threshold=0.45``.
+RECOMMENDED = Config(rule="hybrid", poor_allow_threshold=0.45, name="recommended")
+
+
+@dataclass(slots=True)
+class Counts:
+    probes: Counter[str] = field(default_factory=Counter)
+    false_allow: int = 0
+    prot_not_recog: int = 0
+    false_block: int = 0
+    wrong_subject: int = 0
+    det_miss: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.probes.update(other.probes)
+        self.false_allow += other.false_allow
+        self.prot_not_recog += other.prot_not_recog
+        self.false_block += other.false_block
+        self.wrong_subject += other.wrong_subject
+        self.det_miss += other.det_miss
+
+    def row(self) -> dict[str, Any]:
+        p, c, s = (self.probes[r] for r in ("protected", "consenting", "stranger"))
+        total = p + c + s
+        return {"fa": f"{self.false_allow}/{p + s}",
+                "pnr": round(100 * self.prot_not_recog / max(p, 1), 1),
+                "fb": round(100 * self.false_block / max(c, 1), 1),
+                "wrong": self.wrong_subject,
+                "miss": round(100 * self.det_miss / max(total, 1), 1)}
+
+
+class _Unpickler(pickle.Unpickler):
+    """The cache was pickled by ``recog_cache.py`` run as ``__main__``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ("__main__", "recog_cache"):
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import recog_cache
+
+            return getattr(recog_cache, name)
+        return super().find_class(module, name)
+
+
+def load(tag: str, cache: Path = Path("/tmp/recog-cache")) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(cache.glob(f"{tag}-*.pkl")):
+        with path.open("rb") as fh:
+            out.append(_Unpickler(fh).load())
+    if not out:
+        raise SystemExit(f"no cache for tag {tag!r} in {cache}")
+    return out
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def face_vector(face: Any, flip: bool) -> np.ndarray:
+    return unit(face.sface[0] + face.sface[1]) if flip else face.sface[0]
+
+
+@dataclass(slots=True)
+class Gallery:
+    """Enrolled subjects of one set for one enrolment count."""
+
+    ids: list[str]  # identities, one per subject
+    status: list[str]  # "protected" | "consenting"
+    templates: list[np.ndarray]  # (K_s, 128) flip-averaged SFace
+
+    def scores(self, q: np.ndarray, rule: str) -> np.ndarray:
+        return np.array([subject_score(t @ q, rule) for t in self.templates])
+
+
+def subject_score(sims: np.ndarray, rule: str) -> float:
+    s = np.sort(sims)[::-1]
+    if rule == "max" or len(s) == 1:
+        return float(s[0])
+    if rule == "top2":
+        return float(s[:2].mean())
+    if rule == "mean":
+        return float(s.mean())
+    if rule.startswith("softmax"):  # softmax-weighted mean, temperature in the name
+        t = float(rule[7:] or 0.05)
+        w = np.exp((s - s[0]) / t)
+        return float((w * s).sum() / w.sum())
+    raise ValueError(rule)
+
+
+def gallery(data: dict[str, Any], enrol: int, select: Callable[..., list[int]] | None = None
+            ) -> Gallery:
+    meta = data["meta"]
+    enrol_recs = {r.ref: r for r in data["images"]["enrol"]}
+    ids, status, temps = [], [], []
+    for identity, refs in sorted(meta["enrolment"].items()):
+        recs = [enrol_recs[r] for r in refs]
+        chosen = select(recs, enrol) if select else list(range(min(enrol, len(recs))))
+        faces = []
+        for i in chosen:
+            if len(recs[i].faces) != 1 or recs[i].faces[0].size_px < 24:
+                faces = []
+                break  # the engine refuses the whole enrolment
+            faces.append(recs[i].faces[0])
+        if not faces:
+            continue
+        ids.append(identity)
+        status.append("protected" if meta["roles"][identity] == "protected" else "consenting")
+        temps.append(np.stack([face_vector(f, True) for f in faces]))
+    return Gallery(ids, status, temps)
+
+
+def classify(faces: list[Any], g: Gallery, cfg: Config) -> tuple[str, list[tuple[str, str | None]]]:
+    """(verdict, [(identity class, named identity)]) as the engine + default policy."""
+    if not faces:
+        return "deny", []
+    out: list[tuple[str, str | None]] = []
+    for face in faces:
+        q = face_vector(face, cfg.flip)
+        if cfg.flip and cfg.flip_from > -1 and g.scores(face.sface[0], "max").max(
+                initial=-1.0) < cfg.flip_from:
+            q = face.sface[0]  # flip TTA only near a match: this face is near nobody
+        if cfg.rule == "hybrid":  # protective readings on max, permissive on top-2 mean
+            scores = g.scores(q, "max")
+            permissive = g.scores(q, "top2")
+        else:
+            scores = g.scores(q, cfg.rule)
+            permissive = scores
+        order = np.argsort(-scores, kind="stable")[: cfg.k]
+        cands = [int(i) for i in order if scores[i] >= cfg.match_threshold]
+        identity, named = "unknown", None
+        if cands:
+            top = scores[cands[0]]
+            close = [i for i in cands if i == cands[0] or scores[i] >= top - cfg.ambiguity_margin
+                     or (g.status[i] == "protected" and scores[i] >= top - cfg.protected_margin)]
+            best: tuple[int, str, str | None] = (-1, "unknown", None)
+            for i in close:
+                if g.status[i] == "protected":
+                    reading = "protected"
+                else:
+                    reading = "consented" if permissive[i] >= cfg.allow_threshold \
+                        else "unknown"
+                r = RESTRICTIVENESS[reading]
+                if r > best[0]:
+                    best = (r, reading, g.ids[i] if reading != "unknown" else None)
+            identity, named = best[1], best[2]
+        poor = face.size_px < cfg.min_face_px or face.quality < cfg.min_quality
+        confident = identity == "consented" and face.size_px >= cfg.min_face_px and \
+            named is not None and float(permissive[g.ids.index(named)]) >= \
+            cfg.poor_allow_threshold
+        if poor and identity in ("unknown", "consented") and not confident:
+            identity = "unidentifiable"
+        out.append((identity, named))
+    kinds = {i for i, _ in out}
+    if "protected" in kinds:
+        verdict = "deny"
+    elif kinds & {"unknown", "unidentifiable"}:
+        verdict = "needs_consent"
+    else:
+        verdict = "allow"
+    return verdict, out
+
+
+def simulate(datasets: list[dict[str, Any]], cfg: Config, enrol: int,
+             transforms: list[str] | None = None,
+             select: Callable[..., list[int]] | None = None) -> dict[str, Counts]:
+    """Counts per transform (over all datasets) for ``enrol`` enrolment photos."""
+    result: dict[str, Counts] = {}
+    for data in datasets:
+        g = gallery(data, enrol, select)
+        enrolled = set(g.ids)
+        for tname, recs in data["images"].items():
+            if tname == "enrol" or (transforms and tname not in transforms):
+                continue
+            c = result.setdefault(tname, Counts())
+            for rec in recs:
+                if rec.role != "stranger" and rec.identity not in enrolled:
+                    continue
+                c.probes[rec.role] += 1
+                if rec.error is not None:
+                    if rec.role == "protected":
+                        c.prot_not_recog += 1
+                    elif rec.role == "consenting":
+                        c.false_block += 1
+                    continue
+                verdict, faces = classify(rec.faces, g, cfg)
+                own = rec.identity if rec.role != "stranger" else None
+                if not rec.faces:
+                    c.det_miss += 1
+                named = {n for _, n in faces if n is not None}
+                if named - {own}:
+                    c.wrong_subject += 1
+                if rec.role in ("protected", "stranger") and verdict == "allow":
+                    c.false_allow += 1
+                if rec.role == "protected" and own not in named:
+                    c.prot_not_recog += 1
+                if rec.role == "consenting" and not any(
+                        k == "consented" and n == own for k, n in faces):
+                    c.false_block += 1
+    return result
+
+
+def table(results: dict[str, dict[str, Counts]], transforms: list[str]) -> str:
+    """Markdown: a row per transform, a column group per configuration."""
+    names = list(results)
+    head = "| transform | " + " | ".join(f"{n}: FA / PNR / FB / wrong" for n in names) + " |"
+    lines = [head, "|---|" + "---:|" * len(names)]
+    for t in transforms:
+        cells = []
+        for n in names:
+            r = results[n][t].row()
+            cells.append(f"{r['fa']} / {r['pnr']} % / {r['fb']} % / {r['wrong']}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def transforms_of(datasets: list[dict[str, Any]]) -> list[str]:
+    return [t for t in datasets[0]["images"] if t != "enrol"]
+
+
+
+
+# -- calibration on held-out identity splits -------------------------------------------------
+def clean_probe_faces(data: dict[str, Any], flip: bool = True) -> list[tuple[str, Any]]:
+    """(identity, largest face) of every clean probe with a face."""
+    out = []
+    for rec in data["images"]["clean"]:
+        if rec.faces:
+            out.append((rec.identity, max(rec.faces, key=lambda f: f.size_px)))
+    return out
+
+
+def score_matrix(datasets: list[dict[str, Any]], enrol: int, rule: str, flip: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per set: probe x subject scores. Returns (scores, probe identity, subject identity,
+    set index per probe) stacked over sets (cross-set pairs are not scored: NaN)."""
+    rows, pids, sids_all, set_of = [], [], [], []
+    blocks = []
+    for n, data in enumerate(datasets):
+        g = gallery(data, enrol)
+        faces = clean_probe_faces(data, flip)
+        m = np.full((len(faces), len(g.ids)), np.nan)
+        for r, (_ident, face) in enumerate(faces):
+            m[r] = g.scores(face_vector(face, flip), rule)
+        blocks.append((m, [i for i, _ in faces], g.ids, n))
+    total_s = sum(len(b[2]) for b in blocks)
+    col = 0
+    for m, p, s, n in blocks:
+        full = np.full((len(p), total_s), np.nan)
+        full[:, col:col + len(s)] = m
+        rows.append(full)
+        pids += p
+        set_of += [n] * len(p)
+        sids_all += s
+        col += len(s)
+    return np.vstack(rows), np.array(pids), np.array(sids_all), np.array(set_of)
+
+
+def split_identities(ids: np.ndarray, seed: int) -> set[str]:
+    u = sorted(set(ids.tolist()))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(u)
+    return set(u[: len(u) // 2])
+
+
+def threshold_for(impostor: np.ndarray, far: float) -> float:
+    s = np.sort(impostor)[::-1]
+    k = int(np.floor(far * s.size))
+    return float(s[min(k, s.size - 1)]) + 1e-6
+
+
+def held_out(scores: np.ndarray, pid: np.ndarray, sid: np.ndarray, far: float,
+             seeds: range = range(10)) -> dict[str, float]:
+    """Threshold at ``far`` (per probe-subject pair) chosen on one half of the identities,
+    TAR/FAR measured on the other half; mean over seeds. Also the all-data threshold."""
+    same = pid[:, None] == sid[None, :]
+    valid = ~np.isnan(scores)
+    thr_all = threshold_for(scores[valid & ~same], far)
+    tars, fars, thrs = [], [], []
+    for seed in seeds:
+        cal = split_identities(np.concatenate([pid, sid]), seed)
+        pc = np.array([p in cal for p in pid])
+        sc = np.array([s in cal for s in sid])
+        cal_mask = valid & pc[:, None] & sc[None, :]
+        held_mask = valid & ~pc[:, None] & ~sc[None, :]
+        thr = threshold_for(scores[cal_mask & ~same], far)
+        gen = scores[held_mask & same]
+        imp = scores[held_mask & ~same]
+        thrs.append(thr)
+        tars.append(float(np.mean(gen >= thr)))
+        fars.append(float(np.mean(imp >= thr)))
+    gen_all = scores[valid & same]
+    return {"thr_all": round(thr_all, 4), "tar_all": round(float(np.mean(gen_all >= thr_all)), 4),
+            "thr_cal": round(float(np.mean(thrs)), 4), "tar_held": round(float(np.mean(tars)), 4),
+            "far_held": round(float(np.mean(fars)), 6)}
+
+
+# -- flip test-time augmentation only where it can matter -------------------------------------
+def flip_band_config(lo: float, base: Config | None = None) -> Config:
+    """Flip TTA only for faces whose best single-crop score reaches ``lo``."""
+    return replace(base or Config(), flip=True, flip_from=lo, name=f"flip>={lo}")
+
+
+def flip_deltas(datasets: list[dict[str, Any]], enrol: int) -> np.ndarray:
+    """|flip-averaged score - single-crop score| over every face, subject, transform."""
+    out = []
+    for data in datasets:
+        g = gallery(data, enrol)
+        for tname, recs in data["images"].items():
+            if tname == "enrol":
+                continue
+            for rec in recs:
+                for f in rec.faces:
+                    out.append(np.abs(g.scores(face_vector(f, True), "max") -
+                                      g.scores(f.sface[0], "max")))
+    return np.concatenate(out)
+
+
+def flip_share(datasets: list[dict[str, Any]], enrol: int, lo: float) -> tuple[int, int]:
+    """(faces that need the mirror embedding, faces) over every transform."""
+    need = total = 0
+    for data in datasets:
+        g = gallery(data, enrol)
+        for tname, recs in data["images"].items():
+            if tname == "enrol":
+                continue
+            for rec in recs:
+                for f in rec.faces:
+                    total += 1
+                    need += int(g.scores(f.sface[0], "max").max() >= lo)
+    return need, total
+
+
+# -- studies ------------------------------------------------------------------------------
+KEY_TRANSFORMS = ["clean", "hflip", "rot90", "rot180", "rot30", "shrink32", "eyes_band",
+                  "tight_crop", "crowd"]
+
+
+def study_engine(data: list[dict[str, Any]], ts: list[str]) -> None:
+    res = {f"engine, {e} photo{'s' if e > 1 else ''}": simulate(data, RECOMMENDED, e)
+           for e in (1, 3)}
+    print("\n### Replay of the engine (default settings)\n")
+    print(table(res, ts))
+
+
+def study_rules(data: list[dict[str, Any]]) -> None:
+    """Per-subject score rules over K templates, thresholds at the engine's own impostor
+    rates (those of 0.36 / 0.40 with one template), chosen on held-out identity splits."""
+    print("\n### Matching rule over K templates (clean probes, held-out splits)\n")
+    base = score_matrix(data, 1, "max")
+    same = base[1][:, None] == base[2][None, :]
+    valid = ~np.isnan(base[0])
+    far_m = float(np.mean(base[0][valid & ~same] >= 0.36))
+    far_a = float(np.mean(base[0][valid & ~same] >= 0.40))
+    print(f"per probe-subject impostor rate with 1 template: at 0.36 {far_m:.2e}, "
+          f"at 0.40 {far_a:.2e}\n")
+    print("| K | rule | thr for FAR(0.36) all / held-out cal | TAR held | FAR held "
+          "| thr for FAR(0.40) | TAR held | FAR held |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for k in (1, 2, 3):
+        for rule in (("max",) if k == 1 else ("max", "top2", "mean")):
+            m = score_matrix(data, k, rule)
+            lo = held_out(m[0], m[1], m[2], far_m)
+            hi = held_out(m[0], m[1], m[2], far_a)
+            print(f"| {k} | {rule} | {lo['thr_all']} / {lo['thr_cal']} | {lo['tar_held']} | "
+                  f"{lo['far_held']:.2e} | {hi['thr_all']} / {hi['thr_cal']} | "
+                  f"{hi['tar_held']} | {hi['far_held']:.2e} |")
+
+
+def calibrated(data: list[dict[str, Any]], k: int, rule: str) -> tuple[float, float]:
+    """(match, allow) thresholds for K templates and ``rule`` at the impostor rates that
+    0.36 / 0.40 have with one template; chosen on calibration halves (mean over seeds)."""
+    base = score_matrix(data, 1, "max")
+    same = base[1][:, None] == base[2][None, :]
+    valid = ~np.isnan(base[0])
+    far_m = float(np.mean(base[0][valid & ~same] >= 0.36))
+    far_a = float(np.mean(base[0][valid & ~same] >= 0.40))
+    m = score_matrix(data, k, rule)
+    return (held_out(m[0], m[1], m[2], far_m)["thr_cal"],
+            held_out(m[0], m[1], m[2], far_a)["thr_cal"])
+
+
+def study_thresholds(data: list[dict[str, Any]], ts: list[str]) -> None:
+    print("\n### K templates: rule and calibrated thresholds, full protocol replay\n")
+    res: dict[str, dict[str, Counts]] = {}
+    res["1 photo (before)"] = simulate(data, Config(), 1)
+    res["3, max, 0.36/0.40 (before)"] = simulate(data, Config(), 3)
+    for rule in ("max", "top2"):
+        lo, hi = calibrated(data, 3, rule)
+        lo, hi = round(lo, 3), round(hi, 3)
+        res[f"3, {rule}, {lo}/{hi}"] = simulate(
+            data, replace(Config(), rule=rule, match_threshold=lo, allow_threshold=hi), 3)
+        res[f"3, {rule}, 0.36/{hi}"] = simulate(
+            data, replace(Config(), rule=rule, allow_threshold=hi), 3)
+    for allow in (0.40, 0.407, 0.42):
+        res[f"3, hybrid, 0.36/{allow}, poor>=0.45"] = simulate(data, replace(
+            Config(), rule="hybrid", allow_threshold=allow, poor_allow_threshold=0.45), 3)
+    for poor in (0.45, 0.50):
+        res[f"1, poor>={poor}"] = simulate(data, replace(Config(), poor_allow_threshold=poor), 1)
+        res[f"3, max, poor>={poor}"] = simulate(
+            data, replace(Config(), poor_allow_threshold=poor), 3)
+    print(table(res, ts))
+
+
+def study_flip(data: list[dict[str, Any]], ts: list[str]) -> None:
+    print("\n### Test-time flip only for faces that come near someone\n")
+    for e in (1, 3):
+        d = flip_deltas(data, e)
+        print(f"enrol {e}: |flip - single| over {d.size} face-subject scores: "
+              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
+              f"max {d.max():.4f}")
+    res: dict[str, dict[str, Counts]] = {}
+    for e in (1, 3):
+        res[f"{e}: always"] = simulate(data, Config(), e)
+        res[f"{e}: never"] = simulate(data, replace(Config(), flip=False), e)
+        for lo in (0.20, 0.25):
+            need, total = flip_share(data, e, lo)
+            print(f"enrol {e}, flip from {lo}: {need}/{total} faces ({100 * need / total:.1f} %)"
+                  " need the mirror")
+            res[f"{e}: from {lo}"] = simulate(data, flip_band_config(lo), e)
+    print(table(res, ts))
+
+
+def study_recommended(data: list[dict[str, Any]], ts: list[str]) -> None:
+    """Engine today vs the recommended rules, 1 and 3 enrolment photos, every transform."""
+    print("\n### Recommended (default) rules vs the rules before (replay, same detections)\n")
+    res: dict[str, dict[str, Counts]] = {}
+    for e in (1, 3):
+        res[f"{e} photo{'s' if e > 1 else ''}: before"] = simulate(data, Config(), e)
+        res[f"{e} photo{'s' if e > 1 else ''}: recommended"] = simulate(data, RECOMMENDED, e)
+        res[f"{e} photo{'s' if e > 1 else ''}: + flip from 0.25"] = simulate(
+            data, flip_band_config(0.25, RECOMMENDED), e)
+    print(table(res, ts))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tag", default="base")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/recog-cache"),
+                        help="where benchmarks/recog_cache.py wrote its arrays (--out)")
+    parser.add_argument("--study", default="engine",
+                        help="engine,rules,thresholds,flip,recommended or all")
+    parser.add_argument("--transforms", default="key", help="'key', 'all' or names")
+    args = parser.parse_args()
+    data = load(args.tag, args.cache)
+    ts = transforms_of(data) if args.transforms == "all" else (
+        KEY_TRANSFORMS if args.transforms == "key" else args.transforms.split(","))
+    studies = args.study.split(",") if args.study != "all" else [
+        "engine", "rules", "thresholds", "flip", "recommended"]
+    for name in studies:
+        if name == "rules":
+            study_rules(data)
+        elif name in ("engine", "thresholds", "flip", "recommended"):
+            globals()[f"study_{name}"](data, ts)
+        else:
+            raise SystemExit(f"unknown study {name!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
