@@ -1,0 +1,91 @@
+"""The orientation check's geometry with scripted detectors (real photos:
+tests/real/test_recognition_research.py): turned cells map back to the image, the most
+confident orientation wins, overlapping faces merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gate.vision.align import ARCFACE_TEMPLATE
+from gate.vision.detect import Detection, FakeDetector
+from gate.vision.robust import (
+    OrientationRobustDetector,
+    _merge_same_faces,
+    _unrotate,
+    roll_degrees,
+)
+
+CELL = 160
+
+
+def _face(centre: tuple[float, float], scale: float, score: float) -> Detection:
+    """An upright face whose landmarks sit on the ArcFace template around ``centre``."""
+    pts = (ARCFACE_TEMPLATE - 56.0) * scale + np.asarray(centre)
+    half = 56.0 * scale
+    return Detection(bbox=(centre[0] - half, centre[1] - half, centre[0] + half,
+                           centre[1] + half),
+                     landmarks=tuple((float(x), float(y)) for x, y in pts), score=score)
+
+
+@pytest.mark.parametrize("rotation", [0, 1, 2, 3])
+def test_points_in_a_turned_cell_map_back(rotation: int) -> None:
+    import cv2
+
+    codes = (None, cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    cell = np.zeros((CELL, CELL), dtype=np.uint8)
+    cell[37, 101] = 255  # y, x
+    code = codes[rotation]
+    turned = cell if code is None else cv2.rotate(cell, code)
+    v, u = np.argwhere(turned == 255)[0]
+    back = _unrotate(np.array([[u, v]], dtype=np.float64), rotation, CELL)
+    assert back[0] == pytest.approx([101, 37])
+
+
+def _checker(cells: dict[int, float]) -> FakeDetector:
+    """A detector on the check's 320 px canvas that finds, for the first face, an upright
+    face in each turned cell ``r`` of ``cells`` with that score."""
+    def script(canvas: np.ndarray) -> list[Detection]:
+        assert canvas.shape[:2] == (2 * CELL, 2 * CELL)
+        k = CELL / (112.0 * 2.5)  # the cell's template scale (orient_context 2.5)
+        return [_face(((r % 2) * CELL + CELL / 2, (r // 2) * CELL + CELL / 2), k, score)
+                for r, score in cells.items()]
+    return FakeDetector(script)
+
+
+def _detector(cells: dict[int, float]) -> OrientationRobustDetector:
+    return OrientationRobustDetector(FakeDetector(lambda _: []), checker=_checker(cells),
+                                     checker_px=2 * CELL)
+
+
+IMAGE = np.full((640, 640, 3), 90, dtype=np.uint8)
+FOUND = _face((300.0, 260.0), 1.5, 0.8)  # the upright pass reports upright landmarks
+
+
+def test_a_more_confident_upside_down_cell_turns_the_landmarks() -> None:
+    [det] = _detector({0: 0.70, 2: 0.95})._orient(IMAGE, [FOUND])
+    assert abs(roll_degrees(FOUND)) < 1
+    assert abs(roll_degrees(det)) > 179  # the same face, upside down
+    assert det.score == pytest.approx(0.95)
+    # Its box is where the face is (the cell's centre maps back to the face's, within
+    # one cell pixel: 2.6 image pixels here).
+    x1, y1, x2, y2 = det.bbox
+    assert ((x1 + x2) / 2, (y1 + y2) / 2) == pytest.approx((300.0, 260.0), abs=3.0)
+
+
+@pytest.mark.parametrize(("rotation", "roll"), [(1, -90), (3, 90)])
+def test_quarter_turns(rotation: int, roll: float) -> None:
+    [det] = _detector({rotation: 0.9})._orient(IMAGE, [FOUND])
+    assert roll_degrees(det) == pytest.approx(roll, abs=1)
+
+
+def test_the_faces_own_orientation_wins_a_tie_or_when_nothing_else_is_found() -> None:
+    assert _detector({0: 0.9, 2: 0.9})._orient(IMAGE, [FOUND]) == [FOUND]
+    assert _detector({})._orient(IMAGE, [FOUND]) == [FOUND]
+
+
+def test_overlapping_faces_merge_to_the_most_confident() -> None:
+    a = _face((100.0, 100.0), 1.0, 0.7)
+    b = _face((104.0, 98.0), 1.0, 0.9)  # the same face found twice
+    c = _face((400.0, 100.0), 1.0, 0.6)  # another face
+    assert _merge_same_faces([a, b, c], 0.3) == [b, c]
