@@ -16,7 +16,7 @@ import pytest
 from gate.api.keys import KeyStore
 from gate.client import GateClient, HttpError
 from gate.db import make_engine
-from gate.db.migrate import upgrade
+from gate.db.migrate import head_revision, upgrade
 from gate.types import Decision, GateRequest, ImageInput, Requester
 from tests.conftest import noise_png
 from tests.e2e.conftest import FAKE_MODELS, Server, create_key
@@ -47,7 +47,7 @@ def eventually_allowed(client: GateClient, within_s: float = 5.0) -> Decision:
 
 def start_pair(tmp_path: Path, pg_url: str,
                servers: Callable[..., Server]) -> tuple[Server, Server]:
-    assert upgrade(pg_url) == "0004"  # what compose's migrate job does
+X
     env = {**FAKE_MODELS, "GATE_DATABASE_URL": pg_url,
            "GATE_KEY_FILE": str(tmp_path / "shared-keys" / "template.key"),
            "GATE_API_RATE_LIMIT_PER_S": "0"}
