@@ -47,7 +47,7 @@ def eventually_allowed(client: GateClient, within_s: float = 5.0) -> Decision:
 
 def start_pair(tmp_path: Path, pg_url: str,
                servers: Callable[..., Server]) -> tuple[Server, Server]:
-X
+    assert upgrade(pg_url) == head_revision()  # what compose's migrate job does
     env = {**FAKE_MODELS, "GATE_DATABASE_URL": pg_url,
            "GATE_KEY_FILE": str(tmp_path / "shared-keys" / "template.key"),
            "GATE_API_RATE_LIMIT_PER_S": "0"}
