@@ -49,7 +49,8 @@ from gate.errors import (
 )
 from gate.identity.classify import Asked, Observation, Thresholds, classify
 from gate.identity.follower import IndexFollower
-from gate.identity.index import IdentityIndex
+from gate.identity.index import IdentityIndex, SharedIndex
+from gate.identity.protection import TemplateProtector
 from gate.identity.templates import TemplateCipher
 from gate.incident.desk import IncidentDesk
 from gate.incident.reports import Report
@@ -344,6 +345,12 @@ class FaceGate:
                 return new_cipher.encrypt(vec, subject_id=subject_id, pack_id=pack)
 
             count = self._parts.store.rewrite_templates(reseal)
+            index = self.follower.index
+            if isinstance(index, SharedIndex):
+                # Milvus: re-project the protected templates under the new key's rotation
+                # (a crash before this leaves a new, empty collection: rebuilt at start)
+                index.rotate_key(TemplateProtector.from_keyring(load_keyring(key_file),
+                                                                index.dim))
             drop_inactive_keys(key_file)
             cipher = TemplateCipher(load_keyring(key_file))
             self._parts = dataclasses.replace(self._parts, cipher=cipher)
@@ -418,6 +425,13 @@ class FaceGate:
             parts.store.ping()
         except GateError:
             checks["database"] = False
+        index = self.follower.index
+        if isinstance(index, SharedIndex):
+            checks["index"] = True
+            try:
+                index.ping()
+            except GateError:
+                checks["index"] = False
         problem = self._integrity_problem(force=True)
         if problem is not None:
             checks["integrity"] = False

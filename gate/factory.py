@@ -7,6 +7,7 @@ lazily, so ``import gate`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import ModelUnavailable
@@ -131,11 +132,21 @@ def build_nudity(settings: Settings) -> NudityClassifier | None:
     return classifier
 
 
-def build_index(settings: Settings, dim: int, expected_templates: int) -> IdentityIndex:
-    """Exact or HNSW, by setting or (``auto``) by how many templates are enrolled."""
+def build_index(settings: Settings, dim: int, expected_templates: int, *,
+                keys: Sequence[bytes] = (), pack_id: str = "") -> IdentityIndex:
+    """Exact or HNSW, by setting or (``auto``) by how many templates are enrolled; or the
+    shared Milvus index (``milvus``), whose templates are protected with a rotation
+    derived from the active template key (``keys``) and kept per model pack."""
     from gate.identity.ann import choose_index
     from gate.identity.index import ExactIndex
 
+    if settings.index == "milvus":
+        from gate.identity.milvus import MilvusIndex
+        from gate.identity.protection import TemplateProtector
+
+        return MilvusIndex(settings.resolved_milvus_uri(), dim,
+                           TemplateProtector.from_keyring(list(keys), dim), pack_id=pack_id,
+                           timeout_s=settings.milvus_timeout_s)
     if settings.index == "exact":
         return ExactIndex(dim)
     if settings.index == "hnsw":
@@ -191,9 +202,13 @@ def build_gate(settings: Settings, **given: Any) -> FaceGate:
     tokens = GrantTokens(engine, SigningKeyring(settings.resolved_signing_key_file()),
                          token_ttl_s=settings.consent_token_ttl_s,
                          resync_s=settings.consent_revocation_resync_s)
+    index = given.pop("index", None)  # an empty index is falsy: no ``or`` here
+    if index is None:
+        index = build_index(settings, embedder.dim, store.template_count(), keys=keys,
+                            pack_id=embedder.pack_id)
     parts = Parts(
         detector=detector, embedder=embedder, age=age,
-        index=build_index(settings, embedder.dim, store.template_count()),
+        index=index,
         store=store, policy=policy, audit=SqlAuditSink(engine),
         cipher=TemplateCipher(keys), audit_key=audit_key, nudity=nudity, tokens=tokens,
         mark_keys=tuple(load_keyring(settings.resolved_mark_key_file())),

@@ -143,14 +143,22 @@ class Settings(BaseSettings):
     #: Concurrent checks per process.
     check_workers: int = Field(default=4, ge=1, le=64)
     #: Micro-batching of embeddings across concurrent checks (``gate.batching``): the
-    #: first check of a round waits up to this many milliseconds for others. None: the
-    #: sidecar's default (see ``gate.api.app``), off in the embedded SDK; 0: off.
+    #: first check of a round waits up to this many milliseconds for others. None or 0:
+    #: off (the default: on 2 CPU cores it measured no gain, see docs/scaling.md).
     batch_window_ms: float | None = Field(default=None, ge=0.0, le=50.0)
 
     # --- 1:N index -------------------------------------------------------------------------
     #: ``auto``: exact search below ``gate.identity.ann.EXACT_THRESHOLD`` templates, HNSW
-    #: (usearch) above; or force ``exact`` / ``hnsw``.
-    index: Literal["auto", "exact", "hnsw"] = "auto"
+    #: (usearch) above; or force ``exact`` / ``hnsw``. ``milvus``: one index shared by
+    #: every replica on Milvus (extra ``[milvus]``), holding protected templates only
+    #: (docs/scaling.md, docs/template-protection.md).
+    index: Literal["auto", "exact", "hnsw", "milvus"] = "auto"
+    #: With ``index=milvus``: ``http(s)://host:19530`` reaches a Milvus server or cluster;
+    #: a path ending in ``.db`` runs Milvus Lite in this process. Unset:
+    #: ``data_dir/milvus.db`` (Milvus Lite).
+    milvus_uri: str | None = None
+    #: Bound on one Milvus call; a slower call fails the check closed.
+    milvus_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
     #: Opt-in: persist the HNSW index here (memory-mapped at start, only changes after its
     #: checkpoint are replayed). The file holds templates UNENCRYPTED: put it on an
     #: encrypted volume. Erasure deletes it; it is written again at close.
@@ -242,6 +250,9 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'gate.db').resolve()}"
+
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
 
     def resolved_key_file(self) -> Path:
         return self.key_file or (self.data_dir / "keys" / "template.key")

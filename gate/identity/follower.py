@@ -20,10 +20,12 @@ import numpy as np
 
 from gate.consent.store import ConsentStore, erasure_digest
 from gate.errors import GateError
-from gate.identity.index import IdentityIndex, IndexHit
+from gate.identity.index import IdentityIndex, IndexHit, SharedIndex
 from gate.identity.templates import TemplateCipher
 
 log = logging.getLogger("gate")
+#: Templates per bulk write when a shared index is built from the store.
+_BULK_ROWS = 2_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -103,7 +105,12 @@ class IndexFollower:
 
     # -- building and following ------------------------------------------------------------
     def load(self) -> None:
-        """Build the index from the store, then follow the change feed from its head."""
+        """Build the index from the store, then follow the change feed from its head.
+
+        A shared index (Milvus) is not rebuilt: it keeps its own checkpoint, so opening it
+        replays only the feed after that (start-up does not grow with the number of
+        people); it is built from the store only when new or from another database.
+        """
         with self._lock:
             self._state.seq = self.store.epoch()
             others = frozenset(self.store.template_packs() - {self.pack_id})
@@ -111,15 +118,43 @@ class IndexFollower:
                 log.warning("templates from other model packs need re-enrolment",
                             extra={"packs": sorted(others)})
             self._state.foreign_packs = others
+            index = self._state.index
+            if isinstance(index, SharedIndex):
+                self._load_shared(index)
+                return
             if self._load_persisted():
                 return
-            index = self._state.index
             index.clear()
             self._digests.clear()
             for subject_id, blob in self.store.iter_templates(self.pack_id):
                 vec = self.cipher.decrypt(blob, subject_id=subject_id, pack_id=self.pack_id)
                 index.add(subject_id, vec[None, :])
                 self._digests[erasure_digest(subject_id)] = subject_id
+
+    def _load_shared(self, index: SharedIndex) -> None:
+        head = self._state.seq
+        checkpoint = index.checkpoint()
+        if checkpoint is not None and checkpoint <= head:
+            self._state.seq = checkpoint
+            self.sync()
+            return
+        if checkpoint is not None:
+            log.warning("the shared identity index is ahead of this database's change feed "
+                        "(another database?): rebuilding it from the store")
+        index.clear()
+        ids: list[str] = []
+        vectors: list[np.ndarray] = []
+        for subject_id, blob in self.store.iter_templates(self.pack_id):
+            ids.append(subject_id)
+            vectors.append(self.cipher.decrypt(blob, subject_id=subject_id,
+                                               pack_id=self.pack_id))
+            if len(ids) >= _BULK_ROWS:
+                index.add_many(ids, np.stack(vectors))
+                ids, vectors = [], []
+        if ids:
+            index.add_many(ids, np.stack(vectors))
+        index.set_checkpoint(head)
+        self.sync()
 
     def _load_persisted(self) -> bool:
         """Opt-in (``index_file``): open the saved HNSW index; ``sync`` replays the rest."""
@@ -146,6 +181,8 @@ class IndexFollower:
         """Apply consent changes made elsewhere; returns the number applied."""
         with self._lock:
             changes = self.store.changes_since(self._state.seq)
+            index = self._state.index
+            shared = index if isinstance(index, SharedIndex) else None
             others: set[str] = set()
             for seq, kind, named in changes:
                 if kind in self._on_change:
@@ -157,22 +194,34 @@ class IndexFollower:
                     if subject_id is None and named and not named.startswith("erased:"):
                         subject_id = named
                     if subject_id is not None:
-                        self._state.index.remove(subject_id)
+                        index.remove(subject_id)
+                    elif shared is not None and named:
+                        shared.remove_erased(named)
                 elif kind == "subject_add" and named is not None:
-                    self._state.index.remove(named)
                     self._add(named)
                 self._state.seq = seq
+            if shared is not None and changes:
+                shared.set_checkpoint(self._state.seq)
             for kind in others:
                 for callback in self._on_change[kind]:
                     callback()
             return len(changes)
 
     def _add(self, subject_id: str) -> None:
+        """The subject's templates as the store has them now (none: removed)."""
         blobs = self.store.subject_templates(subject_id, self.pack_id)
-        if blobs:
-            vectors = [self.cipher.decrypt(b, subject_id=subject_id, pack_id=self.pack_id)
-                       for b in blobs]
-            self._state.index.add(subject_id, np.stack(vectors))
+        vectors = [self.cipher.decrypt(b, subject_id=subject_id, pack_id=self.pack_id)
+                   for b in blobs]
+        index = self._state.index
+        if isinstance(index, SharedIndex):
+            # upsert, then drop the rest: other replicas never see the subject missing
+            index.replace(subject_id, np.stack(vectors) if vectors
+                          else np.zeros((0, index.dim), dtype=np.float32))
+        else:
+            index.remove(subject_id)
+            if vectors:
+                index.add(subject_id, np.stack(vectors))
+        if vectors:
             self._digests[erasure_digest(subject_id)] = subject_id
 
     def forget(self, subject_id: str) -> None:
@@ -207,5 +256,9 @@ class IndexFollower:
 
     def close(self) -> None:
         with self._lock:
+            index = self._state.index
+            if isinstance(index, SharedIndex):
+                index.close()  # disconnect: other replicas share what it holds
+                return
             self.save()
-            self._state.index.clear()
+            index.clear()

@@ -10,10 +10,14 @@ Both keep several templates per subject and report each subject's best template;
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gate.identity.protection import TemplateProtector
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,35 @@ class IdentityIndex(Protocol):
         ...
 
     def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class SharedIndex(IdentityIndex, Protocol):
+    """An index outside this process, shared by every replica (Milvus).
+
+    It keeps its own change-feed checkpoint, so a replica opens it in constant time and
+    replays only the feed after it; an erased subject is found by the feed's erasure
+    digest (the feed never names them); a subject is replaced without a moment in which
+    it has no templates; ``close`` disconnects and never drops what other replicas share.
+    """
+
+    dim: int
+
+    def checkpoint(self) -> int | None: ...
+
+    def set_checkpoint(self, seq: int) -> None: ...
+
+    def replace(self, subject_id: str, templates: np.ndarray) -> int: ...
+
+    def remove_erased(self, digest: str) -> int: ...
+
+    def add_many(self, subject_ids: Sequence[str], templates: np.ndarray) -> None: ...
+
+    def rotate_key(self, protector: TemplateProtector) -> int: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ExactIndex:

@@ -8,10 +8,12 @@ credentials).
 
 What Milvus holds. One collection of templates per (model pack, protection key, dim),
 named ``<prefix>_<digest>``: primary key ``pk`` (a hash of subject id and template bytes,
-so adding the same template twice writes the same row), ``subject_id`` and ``vector``,
-the template *protected* by :class:`gate.identity.protection.TemplateProtector` (a secret
-rotation: Milvus never sees a raw embedding). A small ``<name>_meta`` collection holds the
-change-feed checkpoint. Nothing else: no names, no images, no grants.
+so adding the same template twice writes the same row), ``subject_id``, ``erasure`` (the
+subject's erasure digest, by which a replica applies an erasure the feed announces) and
+``vector``, the template *protected* by
+:class:`gate.identity.protection.TemplateProtector` (a secret rotation: Milvus never sees
+a raw embedding). A small ``<name>_meta`` collection holds the change-feed checkpoint.
+Nothing else: no names, no images, no grants.
 
 Following the consent store. PostgreSQL stays the source of truth; every replica applies
 the change feed to this shared index, so every write here is idempotent: ``add`` upserts
@@ -50,6 +52,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from gate.consent.store import erasure_digest
 from gate.errors import StorageError
 from gate.identity.index import IndexHit
 from gate.identity.protection import TemplateProtector
@@ -58,6 +61,10 @@ DEFAULT_PREFIX: Final = "gate_templates"
 #: Subject ids go into filter expressions: only these characters, so no quoting is needed.
 SUBJECT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 _PK_HEX: Final = 32  # 128 bits of sha256
+#: Each row carries its subject's erasure digest, so a replica can apply an erasure it
+#: learns of only from the change feed (which names the digest, never the id).
+ERASURE_PATTERN: Final = re.compile(r"erased:[0-9a-f]{40}")
+_ERASURE_CHARS: Final = 47
 _CHECKPOINT_KEY: Final = "checkpoint"
 _WRITE_BATCH: Final = 2_000
 _QUERY_LIMIT: Final = 16_384  # Milvus's largest offset+limit window per query
@@ -272,6 +279,20 @@ class MilvusIndex:
             self._delete_pks(pks)
         return len(pks)
 
+    def remove_erased(self, digest: str) -> int:
+        """Delete every template of the subject whose erasure digest (what the change feed
+        says of an erased subject, ``gate.consent.store.erasure_digest``) is ``digest``:
+        how a replica that did not hold the id applies another replica's erasure."""
+        if not isinstance(digest, str) or not ERASURE_PATTERN.fullmatch(digest):
+            raise ValueError("not an erasure digest")
+        with self._lock:
+            rows = self._call("read", self._client.query, self._frame.name,
+                              filter=f'erasure == "{digest}"', output_fields=["pk"],
+                              limit=_QUERY_LIMIT, consistency_level=_STRONG)
+            pks = [str(r["pk"]) for r in rows]
+            self._delete_pks(pks)
+        return len(pks)
+
     def clear(self) -> None:
         """Drop every template and the checkpoint (a fresh, empty collection)."""
         with self._lock:
@@ -420,6 +441,7 @@ class MilvusIndex:
             schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("pk", data_type.VARCHAR, is_primary=True, max_length=_PK_HEX)
             schema.add_field("subject_id", data_type.VARCHAR, max_length=128)
+            schema.add_field("erasure", data_type.VARCHAR, max_length=_ERASURE_CHARS)
             schema.add_field("vector", data_type.FLOAT_VECTOR, dim=self.dim)
             index = client.prepare_index_params()
             index.add_index(field_name="vector", index_type=self.params.index_type,
@@ -470,7 +492,7 @@ class MilvusIndex:
         info = self._call("open", self._client.describe_collection, name)
         fields = {f["name"]: f for f in info.get("fields", [])}
         vector = fields.get("vector")
-        if vector is None or "subject_id" not in fields or "pk" not in fields:
+        if vector is None or not {"subject_id", "pk", "erasure"} <= set(fields):
             raise StorageError(f"Milvus collection {name} is not a gate templates collection")
         if int(vector.get("params", {}).get("dim", -1)) != self.dim:
             raise StorageError(f"Milvus collection {name} has the wrong dimension")
@@ -501,7 +523,8 @@ class MilvusIndex:
                protected: NDArray[np.float32]) -> None:
         for start in range(0, len(pks), _WRITE_BATCH):
             stop = start + _WRITE_BATCH
-            batch = [{"pk": pk, "subject_id": sid, "vector": vec} for pk, sid, vec in
+            batch = [{"pk": pk, "subject_id": sid, "erasure": erasure_digest(sid),
+                      "vector": vec} for pk, sid, vec in
                      zip(pks[start:stop], subject_ids[start:stop], protected[start:stop],
                          strict=True)]
             self._call("write", self._client.upsert, name, batch)
