@@ -13,7 +13,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 # package itself, editable and without dependencies. Its build bundles the CC0 age model.
 LOCK_SOURCES := pyproject.toml setup.py
 
-.PHONY: run test install install-dev serve lint typecheck bench clean browser lock deps
+.PHONY: test-milvus run test install install-dev serve lint typecheck bench clean browser lock deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ test: $(DEV_STAMP) browser
 	$(BIN)/mypy --strict gate
 	$(BIN)/deptry gate
 	$(BIN)/pytest -q --cov=gate --cov-report=term:skip-covered --cov-report=json:.coverage.json
+	$(MAKE) --no-print-directory test-milvus
+
+# The engine suites and the efficacy harness again on the shared Milvus index (Milvus
+# Lite in-process; tests/conftest.py keeps one server up for the session).
+MILVUS_SUITES := tests/unit/test_engine.py tests/unit/test_fail_closed.py \
+	tests/real/test_efficacy.py tests/real/test_pipeline.py \
+	tests/consent/test_erasure_everywhere.py
+test-milvus: $(DEV_STAMP)
+	GATE_INDEX=milvus $(BIN)/pytest -q -p no:cacheprovider $(MILVUS_SUITES)
 
 # The consent portal's browser test drives Debian's Chromium; install it when apt can
 # (best effort: without it that one test skips and says why).
