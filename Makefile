@@ -79,7 +79,7 @@ bench: $(STAMP)
 lock: $(DEV_STAMP)
 	$(BIN)/pip install --quiet "uv==0.13.9"
 	for spec in "run:--extra server --extra video --extra demo" \
-	            "server:--extra server --extra video" "dev:--extra dev"; do \
+	            "server:--extra server --extra video --extra milvus" "dev:--extra dev"; do \
 	  name=$${spec%%:*}; extras=$${spec#*:}; \
 	  $(BIN)/uv pip compile pyproject.toml $$extras --python-version 3.11 \
 	    --python-platform x86_64-manylinux_2_28 --no-header --annotation-style line \

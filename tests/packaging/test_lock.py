@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 from tests.conftest import REPO
 
 LOCKS = {"dev.txt": ["dev", "server", "video", "nudity", "insightface", "c2pa", "demo"],
-         "run.txt": ["server", "video", "demo"], "server.txt": ["server", "video"]}
+         "run.txt": ["server", "video", "demo"], "server.txt": ["server", "video", "milvus"]}
 
 
 def _pins(lock: Path) -> dict[str, str]:
