@@ -474,7 +474,11 @@ class MilvusIndex:
     def _create(self, name: str, schema: Any, index: Any) -> None:
         try:
             self._call("create", self._client.create_collection, name, schema=schema,
-                       index_params=index, consistency_level=_STRONG)
+                       consistency_level=_STRONG)
+            # The index of an empty collection: not waited for (pymilvus would poll it
+            # every 0.5 s); a parameter this Milvus refuses still fails here, and
+            # ``load_collection`` after it waits until the collection can be searched.
+            self._call("create", self._client.create_index, name, index, _async=True)
         except StorageError:
             # Another replica may have created it at the same moment: that is fine, once
             # it has its vector index. Anything else (e.g. an index type this Milvus does
