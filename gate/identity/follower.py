@@ -217,6 +217,11 @@ class IndexFollower:
             # upsert, then drop the rest: other replicas never see the subject missing
             index.replace(subject_id, np.stack(vectors) if vectors
                           else np.zeros((0, index.dim), dtype=np.float32))
+            if vectors and not self.store.subject_templates(subject_id, self.pack_id):
+                # Erased (on another replica) between the read above and the write: its
+                # erasure may already have cleared Milvus, so undo this write now.
+                index.remove(subject_id)
+                return
         else:
             index.remove(subject_id)
             if vectors:

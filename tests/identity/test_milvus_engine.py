@@ -101,6 +101,27 @@ def test_the_feed_applied_twice_or_from_the_start_changes_nothing(gate: FaceGate
     assert index.search(vector[None, :], 3)[0][0].subject_id == bob.subject_id
 
 
+def test_an_erasure_racing_a_replay_leaves_no_vectors(gate: FaceGate,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replica B read Bob's templates for a replay just before replica A erased him, and
+    writes them after A cleared Milvus: B must notice and remove them again."""
+    bob = gate.enroll([BOB], display_name="Bob", status="consenting")
+    store, pack = gate.follower.store, gate.follower.pack_id
+    stale = store.subject_templates(bob.subject_id, pack)
+    assert gate.erase(bob.subject_id)
+    index = milvus_of(gate)
+    assert len(index) == 0
+    real = store.subject_templates
+    reads = iter([stale])
+    monkeypatch.setattr(store, "subject_templates",
+                        lambda subject_id, model_pack: next(reads, None) or real(subject_id,
+                                                                                model_pack))
+    gate.follower._add(bob.subject_id)  # the replay, with the read made before the erasure
+    assert len(index) == 0
+    assert all(h.subject_id != bob.subject_id
+               for h in index.search(vector_of(gate, BOB)[None], 3)[0])
+
+
 def test_a_replica_that_was_down_catches_up_and_starts_without_a_rebuild(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = open_fake(data_dir)
