@@ -26,9 +26,10 @@ distribution, and an easy search problem.
 
 Per backend it reports match recall (and how many queries it rests on), recall of the
 genuine subject, and single-query k=3 search latency p50/p99 (wall clock; the machine may
-be shared: the load average is printed). The Milvus backend stores *protected* templates
-(gate/identity/protection.py); the script also checks that protection changes no
-similarity and no decision on the real embeddings.
+be shared: the load average is printed), and the latency of the per-subject calls of the
+decision path (``template_similarities``, ``remove``) on a few subjects per round. The
+Milvus backend stores *protected* templates (gate/identity/protection.py); the script
+also checks that protection changes no similarity and no decision on the real embeddings.
 
 Everything expensive is cached under --cache-dir (default /tmp/gate-match-recall): the
 real embeddings (derived biometric data: keep them out of the repository), the
@@ -64,6 +65,7 @@ BENCH_KEY = bytes(range(32))  # a fixed template key: the benchmark's own frame
 FIT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999, 0.9999)
 PCA_RANK = 64
 NEAR_TIE = 1e-3  # a miss whose subject is this close to the exact best is a rounding tie
+SUBJECT_CALLS = 8  # template_similarities and remove calls timed per round
 #: Milvus Lite 3 (pure Python + faiss) builds FLAT, HNSW, HNSW_SQ, IVF_FLAT, IVF_SQ8.
 LITE3_CONFIGS = [
     {"index": "HNSW", "build": {"M": 32, "efConstruction": 128},
@@ -290,6 +292,9 @@ class Backend:
     settings: list[tuple[str, Callable[[], None]]]  # (label, apply) search-time settings
     build_s: float | None
     info: dict[str, Any] = field(default_factory=dict)
+    #: wall-clock ms of the per-subject calls (template_similarities, remove)
+    subject_ms: dict[str, list[float]] = field(
+        default_factory=lambda: {"template_similarities": [], "remove": []})
 
 
 def usearch_backend(data: np.ndarray, ids: list[str], cache: Path, args: argparse.Namespace,
@@ -352,6 +357,11 @@ def milvus_backend(data: np.ndarray, ids: list[str], cache: Path, args: argparse
         start = time.perf_counter()
         for begin in range(0, len(ids), 50_000):
             index.add_many(ids[begin : begin + 50_000], np.asarray(data[begin : begin + 50_000]))
+            if (begin // 50_000) % 4 == 3:
+                print(f"  {begin + 50_000:,} rows written in {time.perf_counter() - start:.0f}s",
+                      file=sys.stderr, flush=True)
+        print(f"  all rows written in {time.perf_counter() - start:.0f}s; waiting for the "
+              "segment indexes...", file=sys.stderr, flush=True)
         _milvus_settle(index)
         build_s = time.perf_counter() - start
         print(f"loaded and indexed in {build_s:.0f}s", file=sys.stderr, flush=True)
@@ -372,19 +382,71 @@ def milvus_backend(data: np.ndarray, ids: list[str], cache: Path, args: argparse
 
 
 def _milvus_settle(index: Any) -> None:
-    """Flush, and wait until every segment is indexed before any query is timed (Milvus
-    builds segment indexes in the background). Benchmark-only reach-ins, per engine."""
+    """Flush, and wait until every segment has its vector index before any query is timed
+    (Milvus builds segment indexes in the background). Benchmark-only reach-ins, per
+    engine line; each raises rather than time searches on half-indexed data.
+
+    - Milvus Lite 3 (pure Python + faiss, in this process): ``describe_index`` reports
+      every row indexed at once, so it cannot be polled. Drain the collection's background
+      worker (releasing and loading while it writes an index file reads a torn file), then
+      build, in this thread, any segment index the worker left out (it only logs a failed
+      build).
+    - Milvus Lite 2.5 (the C++ engine in a subprocess): releasing and loading builds what
+      is missing, synchronously.
+    - A server: poll ``describe_index`` until no row is pending, then release and load.
+    """
     client = index._client
     client.flush(index.collection)
     if index.is_lite and _lite_version().startswith("3."):
-        # Milvus Lite 3 (pure Python, in this process): drain its background worker;
-        # releasing and loading while it writes an index file reads a torn file.
-        manager = __import__("milvus_lite.server_manager", fromlist=["x"])
-        _, db, _ = manager.server_manager_instance._servers[index.uri]
-        db.get_collection(index.collection)._wait_for_bg()
+        collection = _lite3_collection(index)
+        collection._wait_for_bg()
+        built = collection._ensure_loaded_segments_indexed()
+        if built:
+            print(f"  settle: built {built} segment index(es) the background worker left out",
+                  file=sys.stderr, flush=True)
         return
+    if not index.is_lite:
+        _wait_for_server_index(client, index.collection, index.timeout_s)
     client.release_collection(index.collection)  # a load builds what is missing
     client.load_collection(index.collection)
+
+
+def _lite3_collection(index: Any) -> Any:
+    """The engine-side collection object behind ``index`` in this process (Milvus Lite 3)."""
+    manager = __import__("milvus_lite.server_manager", fromlist=["x"]).server_manager_instance
+    servers = getattr(manager, "_servers", None)
+    if not isinstance(servers, dict):
+        raise RuntimeError(f"milvus-lite {_lite_version()}: no server table to settle through; "
+                           "update _milvus_settle for this version")
+    wanted = os.path.realpath(index.uri)
+    entry = next((value for key, value in servers.items()
+                  if os.path.realpath(key) == wanted), None)
+    if entry is None:
+        raise RuntimeError(f"no Milvus Lite server runs for {index.uri} in this process")
+    db = entry[1]
+    collection = db.get_collection(index.collection)
+    for needed in ("_wait_for_bg", "_ensure_loaded_segments_indexed"):
+        if not hasattr(collection, needed):
+            raise RuntimeError(f"milvus-lite {_lite_version()}: Collection.{needed} is gone; "
+                               "update _milvus_settle for this version")
+    return collection
+
+
+def _wait_for_server_index(client: Any, collection: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = 0
+        for name in client.list_indexes(collection):
+            info = client.describe_index(collection, name)
+            pending += int(info.get("pending_index_rows", 0) or 0)
+            pending += max(0, int(info.get("total_rows", 0) or 0)
+                           - int(info.get("indexed_rows", 0) or 0))
+        if pending == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{collection}: {pending} rows still unindexed after "
+                               f"{timeout_s:.0f}s")
+        time.sleep(2.0)
 
 
 def _lite_version() -> str:
@@ -480,9 +542,38 @@ def run_backend(backend: Backend, real: Real, rounds: list[Round], data: np.ndar
                 begin = time.perf_counter()
                 backend.index.search(q[None, :], K)
                 out.latencies_ms.append((time.perf_counter() - begin) * 1000)
-        for subject in enrolled.values():
-            backend.index.remove(subject)
+        # The per-subject calls of the decision path, timed on a few subjects per round:
+        # the top-2 rule's template similarities (a filter on subject_id) and ``remove``
+        # (a filter read, then a delete). The other subjects are removed through
+        # ``_cleanup``, which may take a faster benchmark-only path.
+        step = max(1, len(plan.queries) // SUBJECT_CALLS)
+        for row in plan.queries[::step][:SUBJECT_CALLS]:
+            begin = time.perf_counter()
+            backend.index.template_similarities(real.vectors[row],
+                                                enrolled[real.identities[row]])
+            backend.subject_ms["template_similarities"].append(
+                (time.perf_counter() - begin) * 1000)
+        for number, (ident, subject) in enumerate(sorted(enrolled.items())):
+            if number < SUBJECT_CALLS:
+                begin = time.perf_counter()
+                backend.index.remove(subject)
+                backend.subject_ms["remove"].append((time.perf_counter() - begin) * 1000)
+            else:
+                _cleanup(backend.index, subject, real.vectors[plan.enrolled[ident]][None, :])
     return [outcomes[label].row() for label, _ in backend.settings]
+
+
+def _cleanup(index: Any, subject: str, templates: np.ndarray) -> None:
+    """Remove a subject the benchmark enrolled. On Milvus, delete its rows by primary key
+    (the keys are a hash of subject and template, so the benchmark knows them): a
+    filtered read per subject costs a scan of the collection (measured apart, above)."""
+    if hasattr(index, "_delete_pks"):
+        from gate.identity.milvus import template_pk
+
+        with index._lock:
+            index._delete_pks([template_pk(subject, row) for row in templates])
+        return
+    index.remove(subject)
 
 
 def protection_check(real: Real, threshold: float) -> dict[str, Any]:
@@ -581,8 +672,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measuring {backend.name}...", file=sys.stderr, flush=True)
         rows = run_backend(backend, real, rounds, data, ids, dist_best, dist_arg, threshold,
                            args.latency_queries)
-        result["backends"].append({"name": backend.name, "build_s": backend.build_s,
-                                   **backend.info, "rows": rows})
+        result["backends"].append({
+            "name": backend.name, "build_s": backend.build_s, **backend.info, "rows": rows,
+            "subject_calls_ms": {
+                call: {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+                       "calls": len(ms)} for call, ms in backend.subject_ms.items() if ms}})
         _print_backend(result["backends"][-1])
     result["load_average_end"] = os.getloadavg()[0]
     print(f"\nload average {result['load_average_start']:.1f} -> "
@@ -635,6 +729,8 @@ def _print_backend(entry: dict[str, Any]) -> None:
     for row in entry["rows"]:
         rounds = " ".join(f"{r:.4f}" for r in row["per_round"])
         print(f"  {row['setting']:<16} match recall per round: {rounds}")
+    for call, ms in entry.get("subject_calls_ms", {}).items():
+        print(f"  {call}: p50 {ms['p50']:.2f} ms, p99 {ms['p99']:.2f} ms ({ms['calls']} calls)")
     print(f"  (ties: misses within {NEAR_TIE} of the exact best; max gap: the largest "
           "exact-similarity shortfall of a miss)")
 
