@@ -446,6 +446,10 @@ class MilvusIndex:
             index = client.prepare_index_params()
             index.add_index(field_name="vector", index_type=self.params.index_type,
                             metric_type="COSINE", params=dict(self.params.build_params))
+            # The per-subject reads of every check (the top-2 rule, replace, erasure)
+            # filter on these: without an index each would scan the collection.
+            index.add_index(field_name="subject_id", index_type="INVERTED")
+            index.add_index(field_name="erasure", index_type="INVERTED")
             self._create(name, schema, index)
         else:
             self._check_existing(name)
