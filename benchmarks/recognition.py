@@ -15,7 +15,8 @@ template, no poor-quality reading); ``RECOMMENDED`` is today's default.
     .venv/bin/python benchmarks/recognition.py --tag base --study all
 
 (The dlib second-opinion study of the research branch ``recog-research`` needs dlib
-descriptors in the cache and is not ported: docs/accuracy.md keeps its figures.)
+descriptors in the cache and is not ported; dlib is not installed here, and
+docs/accuracy.md says why the second opinion stays out of the engine.)
 """
 
 from __future__ import annotations

@@ -108,8 +108,10 @@ class Settings(BaseSettings):
     min_quality: float = Field(default=0.30, ge=0.0, le=1.0)
     #: ...unless at least ``min_face_px`` and matched to a consenting subject (or the
     #: requester) at this similarity or more, on the permissive rule (profile faces of a
-    #: person who consented; no impostor face below ``min_quality`` reached 0.39 in 2,990
-    #: pairs, docs/accuracy.md). Never lowers ``allow_threshold``; above 1: never.
+    #: person who consented; in the issue-17 research no impostor face below
+    #: ``min_quality`` reached 0.39 in 2,990 pairs of the shared sets, and false-allow rose
+    #: under no transform, docs/accuracy.md). Never lowers ``allow_threshold``; above 1:
+    #: never.
     poor_quality_allow_threshold: float = Field(default=0.45, ge=-1.0, le=2.0)
     #: Faces whose shorter side is below this are ``unidentifiable``.
     min_face_px: int = Field(default=24, ge=4)
