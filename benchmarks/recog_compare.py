@@ -42,22 +42,9 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
 
 def _enrol(gate: Any, plan: Any, count: int) -> dict[str, str]:
     """As the harness: every non-stranger from ``count`` photos; consenting ones granted."""
-    from gate.errors import EnrollmentError
-    from gate.evaluation.harness import EVAL_APP
+    from gate.evaluation.harness import enrol_plan
 
-    subjects: dict[str, str] = {}
-    for identity, photos in sorted(plan.enrolment.items()):
-        role = plan.roles[identity]
-        try:
-            subject = gate.enroll([p.read_bytes() for p in photos[:count]], identity,
-                                  status="protected" if role == "protected" else "consenting")
-        except EnrollmentError:
-            continue
-        subjects[identity] = subject.subject_id
-        if role == "consenting":
-            gate.grant(subject.subject_id, app_id=EVAL_APP, operations=["face_swap"],
-                       content=["general"])
-    return subjects
+    return enrol_plan(gate, plan, count, [])
 
 
 def compare(roots: Sequence[Path], configs: dict[str, dict[str, str]], enrols: list[int],

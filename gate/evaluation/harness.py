@@ -516,8 +516,8 @@ def default_gate_factory(**overrides: Any) -> GateFactory:
     return factory
 
 
-def _enrol(gate: FaceGate, plan: DatasetPlan, count: int,
-           failures: list[dict[str, Any]]) -> dict[str, str]:
+def enrol_plan(gate: FaceGate, plan: DatasetPlan, count: int,
+               failures: list[dict[str, Any]]) -> dict[str, str]:
     """Enrol every non-stranger of ``plan`` from ``count`` photos; identity -> subject id."""
     subjects: dict[str, str] = {}
     for identity, photos in sorted(plan.enrolment.items()):
@@ -580,7 +580,7 @@ def run_efficacy(gate_factory: GateFactory, roots: Sequence[Path], *,
                     f"{len(plan.identities('protected'))} protected / "
                     f"{len(plan.identities('consenting'))} consenting / "
                     f"{len(plan.identities('stranger'))} strangers")
-                subjects = {c: _enrol(g, plan, c, failures) for c, g in gates.items()}
+                subjects = {c: enrol_plan(g, plan, c, failures) for c, g in gates.items()}
                 cases += _run_dataset(plan, gates, subjects, names, seed, say)
             finally:
                 for g in gates.values():
