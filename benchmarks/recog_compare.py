@@ -40,13 +40,6 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items)
 
 
-def _enrol(gate: Any, plan: Any, count: int) -> dict[str, str]:
-    """As the harness: every non-stranger from ``count`` photos; consenting ones granted."""
-    from gate.evaluation.harness import enrol_plan
-
-    return enrol_plan(gate, plan, count, [])
-
-
 def compare(roots: Sequence[Path], configs: dict[str, dict[str, str]], enrols: list[int],
             transforms: str, seed: int, limit: int | None,
             say: Callable[[str], None]) -> dict[str, Any]:
@@ -60,6 +53,7 @@ def compare(roots: Sequence[Path], configs: dict[str, dict[str, str]], enrols: l
         _seed_of,
         check_probe,
         discover_sets,
+        enrol_plan,
         plan_dataset,
     )
     from gate.evaluation.transforms import (
@@ -84,7 +78,7 @@ def compare(roots: Sequence[Path], configs: dict[str, dict[str, str]], enrols: l
                                                          planner.settings.min_face_px),
                                     seed=seed, max_probes_per_identity=limit)
                 say(f"{plan.name}: {len(plan.probes)} probes")
-                subjects = {key: _enrol(g, plan, key[1]) for key, g in gates.items()}
+                subjects = {key: enrol_plan(g, plan, key[1], []) for key, g in gates.items()}
                 roles = {key: {sid: plan.roles[i] for i, sid in subs.items()}
                          for key, subs in subjects.items()}
                 strangers = [p for p in plan.probes if p.role == "stranger"]

@@ -25,7 +25,7 @@ import argparse
 import pickle
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -360,9 +360,8 @@ def flip_band_config(lo: float, base: Config | None = None) -> Config:
     return replace(base or Config(), flip=True, flip_from=lo, name=f"flip>={lo}")
 
 
-def flip_deltas(datasets: list[dict[str, Any]], enrol: int) -> np.ndarray:
-    """|flip-averaged score - single-crop score| over every face, subject, transform."""
-    out = []
+def _probe_faces(datasets: list[dict[str, Any]], enrol: int) -> Iterator[tuple[Any, Any]]:
+    """(gallery, face) for every face of every probe, every transform (not the enrolment)."""
     for data in datasets:
         g = gallery(data, enrol)
         for tname, recs in data["images"].items():
@@ -370,23 +369,22 @@ def flip_deltas(datasets: list[dict[str, Any]], enrol: int) -> np.ndarray:
                 continue
             for rec in recs:
                 for f in rec.faces:
-                    out.append(np.abs(g.scores(face_vector(f, True), "max") -
-                                      g.scores(f.sface[0], "max")))
-    return np.concatenate(out)
+                    yield g, f
+
+
+def flip_deltas(datasets: list[dict[str, Any]], enrol: int) -> np.ndarray:
+    """|flip-averaged score - single-crop score| over every face, subject, transform."""
+    return np.concatenate([np.abs(g.scores(face_vector(f, True), "max") -
+                                  g.scores(f.sface[0], "max"))
+                           for g, f in _probe_faces(datasets, enrol)])
 
 
 def flip_share(datasets: list[dict[str, Any]], enrol: int, lo: float) -> tuple[int, int]:
     """(faces that need the mirror embedding, faces) over every transform."""
     need = total = 0
-    for data in datasets:
-        g = gallery(data, enrol)
-        for tname, recs in data["images"].items():
-            if tname == "enrol":
-                continue
-            for rec in recs:
-                for f in rec.faces:
-                    total += 1
-                    need += int(g.scores(f.sface[0], "max").max() >= lo)
+    for g, f in _probe_faces(datasets, enrol):
+        total += 1
+        need += int(g.scores(f.sface[0], "max").max() >= lo)
     return need, total
 
 
