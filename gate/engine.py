@@ -49,7 +49,7 @@ from gate.errors import (
 )
 from gate.identity.classify import Asked, Observation, Thresholds, classify
 from gate.identity.follower import IndexFollower
-from gate.identity.index import IdentityIndex, SharedIndex
+from gate.identity.index import IdentityIndex
 from gate.identity.protection import TemplateProtector
 from gate.identity.templates import TemplateCipher
 from gate.incident.desk import IncidentDesk
@@ -345,8 +345,8 @@ class FaceGate:
                 return new_cipher.encrypt(vec, subject_id=subject_id, pack_id=pack)
 
             count = self._parts.store.rewrite_templates(reseal)
-            index = self.follower.index
-            if isinstance(index, SharedIndex):
+            index = self.follower.shared
+            if index is not None:
                 # Milvus: re-project the protected templates under the new key's rotation
                 # (a crash before this leaves a new, empty collection: rebuilt at start)
                 index.rotate_key(TemplateProtector.from_keyring(load_keyring(key_file),
@@ -425,8 +425,8 @@ class FaceGate:
             parts.store.ping()
         except GateError:
             checks["database"] = False
-        index = self.follower.index
-        if isinstance(index, SharedIndex):
+        index = self.follower.shared
+        if index is not None:
             checks["index"] = True
             try:
                 index.ping()

@@ -34,6 +34,8 @@ class _State:
     cipher: TemplateCipher
     seq: int = 0
     foreign_packs: frozenset[str] = frozenset()
+    #: ``index`` when it is shared by every replica (Milvus), decided once, not per sync
+    shared: SharedIndex | None = None
 
 
 class IndexFollower:
@@ -45,7 +47,8 @@ class IndexFollower:
         self.store = store
         self.pack_id = pack_id
         self.index_file = index_file
-        self._state = _State(index, cipher)
+        self._state = _State(index, cipher,
+                             shared=index if isinstance(index, SharedIndex) else None)
         #: erasure digest -> subject id, for the subjects this index holds
         self._digests: dict[str, str] = {}
         if previous is not None and previous.index is index:
@@ -70,6 +73,11 @@ class IndexFollower:
     def seq(self) -> int:
         """The last change-feed sequence number applied."""
         return self._state.seq
+
+    @property
+    def shared(self) -> SharedIndex | None:
+        """The index when it is shared by every replica (Milvus), else None."""
+        return self._state.shared
 
     @property
     def foreign_packs(self) -> frozenset[str]:
@@ -118,12 +126,12 @@ class IndexFollower:
                 log.warning("templates from other model packs need re-enrolment",
                             extra={"packs": sorted(others)})
             self._state.foreign_packs = others
-            index = self._state.index
-            if isinstance(index, SharedIndex):
-                self._load_shared(index)
+            if self._state.shared is not None:
+                self._load_shared(self._state.shared)
                 return
             if self._load_persisted():
                 return
+            index = self._state.index
             index.clear()
             self._digests.clear()
             for subject_id, blob in self.store.iter_templates(self.pack_id):
@@ -181,8 +189,7 @@ class IndexFollower:
         """Apply consent changes made elsewhere; returns the number applied."""
         with self._lock:
             changes = self.store.changes_since(self._state.seq)
-            index = self._state.index
-            shared = index if isinstance(index, SharedIndex) else None
+            index, shared = self._state.index, self._state.shared
             others: set[str] = set()
             for seq, kind, named in changes:
                 if kind in self._on_change:
@@ -212,15 +219,15 @@ class IndexFollower:
         blobs = self.store.subject_templates(subject_id, self.pack_id)
         vectors = [self.cipher.decrypt(b, subject_id=subject_id, pack_id=self.pack_id)
                    for b in blobs]
-        index = self._state.index
-        if isinstance(index, SharedIndex):
+        index, shared = self._state.index, self._state.shared
+        if shared is not None:
             # upsert, then drop the rest: other replicas never see the subject missing
-            index.replace(subject_id, np.stack(vectors) if vectors
-                          else np.zeros((0, index.dim), dtype=np.float32))
+            shared.replace(subject_id, np.stack(vectors) if vectors
+                           else np.zeros((0, shared.dim), dtype=np.float32))
             if vectors and not self.store.subject_templates(subject_id, self.pack_id):
                 # Erased (on another replica) between the read above and the write: its
                 # erasure may already have cleared Milvus, so undo this write now.
-                index.remove(subject_id)
+                shared.remove(subject_id)
                 return
         else:
             index.remove(subject_id)
@@ -261,9 +268,8 @@ class IndexFollower:
 
     def close(self) -> None:
         with self._lock:
-            index = self._state.index
-            if isinstance(index, SharedIndex):
-                index.close()  # disconnect: other replicas share what it holds
+            if self._state.shared is not None:
+                self._state.shared.close()  # disconnect: other replicas share what it holds
                 return
             self.save()
-            index.clear()
+            self._state.index.clear()
