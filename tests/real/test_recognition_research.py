@@ -166,3 +166,57 @@ def test_permissive_top2_and_poor_quality_threshold_on_real_photos(tmp_path: Pat
     assert all(v[0] != "allow" for v in top2[genuine:])
     for strict, plain in zip(top2, best, strict=True):
         assert strict[0] != "allow" or plain[0] == "allow"  # top2 only tightens
+
+
+def test_mirror_only_where_it_can_matter_reads_like_flipping_every_face(
+        tmp_path: Path, faces_dir: Path) -> None:
+    """The default test-time flip band (``flip_margin``) gives the same readings as
+    embedding every face's mirror, and skips the mirror of a stranger's face."""
+    from gate.engine import FaceGate
+    from gate.types import GateRequest, ImageInput, Requester
+
+    ben = _photos(faces_dir, "natural_small", "ben_afflek", 8)
+    penny = _photos(faces_dir, "natural_small", "bbt_penny", 4)
+    probes = [*ben[3:], *penny[1:]]
+    readings: dict[str, list[tuple[str, str | None, str]]] = {}
+    stages: dict[str, list[set[str]]] = {}
+    for name, margin in (("band", Settings().flip_margin), ("always", 2.0)):
+        gate = FaceGate.open(tmp_path / name, flip_margin=margin, analysis_cache_items=0)
+        try:
+            gate.grant(gate.enroll([p.read_bytes() for p in ben[:3]], "Ben",
+                                   status="consenting").subject_id,
+                       app_id="t", operations=["face_swap"])
+            gate.enroll([penny[0].read_bytes()], "Penny", status="protected")
+            readings[name], stages[name] = [], []
+            for path in probes:
+                d = gate.check(GateRequest(
+                    operation="face_swap", requester=Requester(app_id="t"),
+                    images=[ImageInput(role="target", data=path.read_bytes())]))
+                readings[name].append((d.verdict, d.faces[0].identity if d.faces else None,
+                                       str(d.faces[0].subject_status) if d.faces else ""))
+                stages[name].append(set(d.latency_ms))
+        finally:
+            gate.close()
+    assert readings["band"] == readings["always"]
+    assert any("embed_mirror" not in s for s in stages["band"])  # some faces skip it
+    assert all("embed_mirror" not in s for s in stages["always"])  # one batch, no extra
+    assert any(v == "allow" for v, _, _ in readings["band"])
+    assert any(v == "deny" for v, _, _ in readings["band"])
+
+
+def test_a_stranger_is_checked_without_a_mirror(tmp_path: Path, faces_dir: Path) -> None:
+    from gate.engine import FaceGate
+    from gate.types import GateRequest, ImageInput, Requester
+
+    ben = _photos(faces_dir, "natural_small", "ben_afflek", 3)
+    stranger = _photos(faces_dir, "glint24", _identities(faces_dir)[0], 1)[0]
+    gate = FaceGate.open(tmp_path / "g", analysis_cache_items=0)
+    try:
+        gate.enroll([p.read_bytes() for p in ben], "Ben", status="protected")
+        d = gate.check(GateRequest(operation="face_swap", requester=Requester(app_id="t"),
+                                   images=[ImageInput(role="target",
+                                                      data=stranger.read_bytes())]))
+        assert d.faces and d.faces[0].identity == "unknown"
+        assert "embed_mirror" not in d.latency_ms
+    finally:
+        gate.close()

@@ -15,6 +15,7 @@ from gate.identity.classify import (
     TemplateSims,
     Thresholds,
     classify,
+    mirror_can_matter,
     permissive_similarity,
 )
 from gate.identity.index import IndexHit
@@ -182,3 +183,36 @@ def test_a_poor_face_of_a_protected_person_stays_protected() -> None:
     paul = subject("paul", "protected")
     assert read_one([IndexHit("paul", 0.38)], [paul], {"paul": [0.38, 0.1]},
                     observation=face(quality=0.1)) == ("protected", "paul")
+
+
+# -- test-time flip only where it can change a reading (issue 17) --------------------------
+M = 0.08  # flip_margin
+H = 0.45 + M  # the highest threshold (poor-quality allow) plus the margin
+
+
+@pytest.mark.parametrize(("hits", "sims", "asks"), [
+    ([], {}, False),  # nobody enrolled near: unknown either way
+    ([("a", 0.27)], {}, False),  # below match - margin
+    ([("a", 0.28)], {}, True),  # within the margin of match
+    ([("a", 0.40)], {}, True),  # between the thresholds (no template similarities known)
+    ([("a", 0.60)], {"a": [0.60, 0.58, 0.30]}, False),  # one subject, clearly
+    ([("a", 0.60)], {"a": [0.60, 0.40, 0.30]}, True),  # top-2 mean 0.50: near 0.45
+    ([("a", 0.60)], {}, True),  # top2 rule but its similarities unknown: ask
+    ([("a", 0.70), ("b", 0.30)], {"a": [0.7, 0.7]}, True),  # a second subject near match
+    ([("a", 0.70), ("b", 0.20)], {"a": [0.7, 0.7]}, False),  # the second far below
+    ([("a", H - 0.001)], {"a": [0.7, 0.7]}, True),
+    ([("a", H)], {"a": [H, H]}, False),
+])
+def test_mirror_only_where_a_reading_could_change(
+        hits: list[tuple[str, float]], sims: dict[str, list[float]], asks: bool) -> None:
+    row = [IndexHit(s, v) for s, v in hits]
+    assert mirror_can_matter(row, sims, RULES, M) is asks
+
+
+def test_mirror_band_follows_the_rules() -> None:
+    """With the plain rules (best template, no poor-quality reading) the top of the band
+    is ``allow`` + margin and template similarities are not needed."""
+    assert mirror_can_matter([IndexHit("a", 0.49)], None, PLAIN, M) is False
+    assert mirror_can_matter([IndexHit("a", 0.47)], None, PLAIN, M) is True
+    # margin 2.0: every face that matches anyone at all
+    assert mirror_can_matter([IndexHit("a", -0.5)], None, PLAIN, 2.0) is True
