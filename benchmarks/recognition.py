@@ -55,6 +55,9 @@ class Config:
     flip_from: float = -1.0
     #: A poor-quality face may still be read as consented at this similarity (2: never).
     poor_allow_threshold: float = 2.0
+    #: The engine's ``flip_margin``: the mirror only where ``mirror_can_matter`` says it
+    #: could change a reading (2.0: always).
+    flip_margin: float = 2.0
     name: str = ""
 
 
@@ -176,6 +179,8 @@ def classify(faces: list[Any], g: Gallery, cfg: Config) -> tuple[str, list[tuple
     out: list[tuple[str, str | None]] = []
     for face in faces:
         q = face_vector(face, cfg.flip)
+        if cfg.flip and cfg.flip_margin < 2.0 and not mirror_matters(face.sface[0], g, cfg):
+            q = face.sface[0]  # the engine does not embed the mirror of this face
         if cfg.flip and cfg.flip_from > -1 and g.scores(face.sface[0], "max").max(
                 initial=-1.0) < cfg.flip_from:
             q = face.sface[0]  # flip TTA only near a match: this face is near nobody
@@ -220,10 +225,31 @@ def classify(faces: list[Any], g: Gallery, cfg: Config) -> tuple[str, list[tuple
     return verdict, out
 
 
+def mirror_matters(single: np.ndarray, g: Gallery, cfg: Config) -> bool:
+    """The engine's decision (``classify.mirror_can_matter``) on the replay's scores: the
+    3 best subjects by best template, template similarities of those at ``allow``."""
+    from gate.identity.classify import Thresholds, mirror_can_matter
+    from gate.identity.index import IndexHit
+
+    best = g.scores(single, "max")
+    order = np.argsort(-best, kind="stable")[: cfg.k]
+    hits = [IndexHit(g.ids[i], float(best[i])) for i in order]
+    top2 = cfg.rule in ("top2", "hybrid")
+    sims = {g.ids[i]: [float(v) for v in g.templates[i] @ single] for i in order
+            if best[i] >= cfg.allow_threshold} if top2 else None
+    th = Thresholds(match=cfg.match_threshold, allow=cfg.allow_threshold,
+                    protected_margin=cfg.protected_margin, min_quality=cfg.min_quality,
+                    min_face_px=int(cfg.min_face_px), permissive_rule="top2" if top2 else "max",
+                    poor_quality_allow=cfg.poor_allow_threshold)
+    return mirror_can_matter(hits, sims, th, cfg.flip_margin)
+
+
 def simulate(datasets: list[dict[str, Any]], cfg: Config, enrol: int,
              transforms: list[str] | None = None,
-             select: Callable[..., list[int]] | None = None) -> dict[str, Counts]:
-    """Counts per transform (over all datasets) for ``enrol`` enrolment photos."""
+             select: Callable[..., list[int]] | None = None,
+             only: set[str] | None = None) -> dict[str, Counts]:
+    """Counts per transform (over all datasets) for ``enrol`` enrolment photos; with
+    ``only``, only the probes of those identities are counted (everyone stays enrolled)."""
     result: dict[str, Counts] = {}
     for data in datasets:
         g = gallery(data, enrol, select)
@@ -233,6 +259,8 @@ def simulate(datasets: list[dict[str, Any]], cfg: Config, enrol: int,
                 continue
             c = result.setdefault(tname, Counts())
             for rec in recs:
+                if only is not None and rec.identity not in only:
+                    continue
                 if rec.role != "stranger" and rec.identity not in enrolled:
                     continue
                 c.probes[rec.role] += 1
@@ -478,6 +506,90 @@ def study_flip(data: list[dict[str, Any]], ts: list[str]) -> None:
     print(table(res, ts))
 
 
+def verdicts(datasets: list[dict[str, Any]], cfg: Config, enrol: int) -> list[Any]:
+    """Every probe's (verdict, readings) in a fixed order, every transform."""
+    out = []
+    for data in datasets:
+        g = gallery(data, enrol)
+        for tname, recs in data["images"].items():
+            if tname != "enrol":
+                out += [classify(rec.faces, g, cfg) for rec in recs if rec.error is None]
+    return out
+
+
+def study_flipband(data: list[dict[str, Any]], ts: list[str]) -> None:
+    """The engine's test-time flip band (``flip_margin``) against flipping every face."""
+    print("\n### Test-time flip only where it can change a reading (flip_margin)\n")
+    for e in (1, 3):
+        d = flip_deltas(data, e)
+        print(f"enrol {e}: |flip-averaged - single| over {d.size} face-subject scores: "
+              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
+              f"max {d.max():.4f}")
+    res: dict[str, dict[str, Counts]] = {}
+    for e in (1, 3):
+        always = verdicts(data, RECOMMENDED, e)
+        res[f"{e}: always"] = simulate(data, RECOMMENDED, e)
+        for margin in (0.08, 0.05, 0.0):
+            cfg = replace(RECOMMENDED, flip_margin=margin)
+            asked = total = 0
+            for g, f in _probe_faces(data, e):
+                total += 1
+                asked += int(mirror_matters(f.sface[0], g, cfg))
+            changed = sum(a != b for a, b in zip(always, verdicts(data, cfg, e), strict=True))
+            print(f"enrol {e}, margin {margin}: {asked}/{total} faces "
+                  f"({100 * asked / total:.1f} %) get the mirror; {changed}/{len(always)} "
+                  "probes read differently from flipping every face")
+            res[f"{e}: margin {margin}"] = simulate(data, cfg, e)
+    print(table(res, ts))
+
+
+def study_heldout(data: list[dict[str, Any]], ts: list[str], seeds: range = range(5)) -> None:
+    """The default rules with every threshold chosen on the other half of the identities.
+
+    The rule that gives today's thresholds on all the data: each threshold sits at the
+    impostor rate (probe-subject pairs, one template, best-template score) that it has on
+    all of it (0.36, 0.40, 0.45). Per seed, identities are split in two halves; the three
+    thresholds are chosen at those impostor rates on pairs within one half, and the
+    protocol is replayed counting only the other half's probes (everyone stays enrolled:
+    none of those probes' pairs was seen by the calibration), then the other way round.
+    Both folds of every seed are summed: each probe is judged once per seed.
+    """
+    print("\n### Held-out thresholds (identity halves, both folds summed)\n")
+    scores, pid, sid, _ = score_matrix(data, 1, "max")
+    same = pid[:, None] == sid[None, :]
+    valid = ~np.isnan(scores)
+    imp_all = scores[valid & ~same]
+    fars = {t: float(np.mean(imp_all >= t)) for t in (0.36, 0.40, 0.45)}
+    print("impostor rate per pair on all data: " +
+          ", ".join(f"{t}: {f:.2e}" for t, f in fars.items()))
+    ids = np.concatenate([pid, sid])
+    res: dict[str, dict[str, Counts]] = {}
+    for e in (1, 3):
+        res[f"{e}: all-data thresholds"] = simulate(data, RECOMMENDED, e)
+        held: dict[str, Counts] = {}
+        chosen = []
+        for seed in seeds:
+            half = split_identities(ids, seed)
+            other = set(ids.tolist()) - half
+            for cal, test in ((half, other), (other, half)):
+                pc = np.array([p in cal for p in pid])
+                sc = np.array([s in cal for s in sid])
+                imp = scores[valid & pc[:, None] & sc[None, :] & ~same]
+                m, a, q = (threshold_for(imp, fars[t]) for t in (0.36, 0.40, 0.45))
+                chosen.append((m, a, q))
+                cfg = replace(RECOMMENDED, match_threshold=m, allow_threshold=max(a, m),
+                              poor_allow_threshold=max(q, a, m))
+                for t, c in simulate(data, cfg, e, only=test).items():
+                    held.setdefault(t, Counts()).add(c)
+        res[f"{e}: held out ({len(seeds)} seeds, summed)"] = held
+        arr = np.array(chosen)
+        print(f"enrol {e}: chosen match {arr[:, 0].mean():.3f} ({arr[:, 0].min():.3f}-"
+              f"{arr[:, 0].max():.3f}), allow {arr[:, 1].mean():.3f} ({arr[:, 1].min():.3f}-"
+              f"{arr[:, 1].max():.3f}), poor {arr[:, 2].mean():.3f} ({arr[:, 2].min():.3f}-"
+              f"{arr[:, 2].max():.3f})")
+    print(table(res, ts))
+
+
 def study_recommended(data: list[dict[str, Any]], ts: list[str]) -> None:
     """Engine today vs the recommended rules, 1 and 3 enrolment photos, every transform."""
     print("\n### Recommended (default) rules vs the rules before (replay, same detections)\n")
@@ -496,18 +608,18 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/recog-cache"),
                         help="where benchmarks/recog_cache.py wrote its arrays (--out)")
     parser.add_argument("--study", default="engine",
-                        help="engine,rules,thresholds,flip,recommended or all")
+                        help="engine,rules,thresholds,flip,flipband,heldout,recommended or all")
     parser.add_argument("--transforms", default="key", help="'key', 'all' or names")
     args = parser.parse_args()
     data = load(args.tag, args.cache)
     ts = transforms_of(data) if args.transforms == "all" else (
         KEY_TRANSFORMS if args.transforms == "key" else args.transforms.split(","))
     studies = args.study.split(",") if args.study != "all" else [
-        "engine", "rules", "thresholds", "flip", "recommended"]
+        "engine", "rules", "thresholds", "flip", "flipband", "heldout", "recommended"]
     for name in studies:
         if name == "rules":
             study_rules(data)
-        elif name in ("engine", "thresholds", "flip", "recommended"):
+        elif name in ("engine", "thresholds", "flip", "flipband", "heldout", "recommended"):
             globals()[f"study_{name}"](data, ts)
         else:
             raise SystemExit(f"unknown study {name!r}")

@@ -53,10 +53,6 @@ def _scrfd(settings: Settings) -> FaceDetector:
                                 threads=_threads(settings), input_px=settings.det_input_px)
 
 
-#: Square input of the orientation check's detector pass: one or two faces' four turned
-#: 160 px cells (gate.vision.robust).
-ORIENTATION_CHECK_PX = 320
-
 
 def build_robust_detector(settings: Settings) -> FaceDetector:
     """The configured detector, wrapped for rotations and tight crops when enabled, plus
@@ -78,16 +74,18 @@ def build_robust_detector(settings: Settings) -> FaceDetector:
                 return detect.YuNetDetector(path, score_threshold=settings.det_score_threshold,
                                             threads=_threads(settings), input_px=side)
 
-            checker = yunet(ORIENTATION_CHECK_PX)
-            if settings.orientation_probe_px == ORIENTATION_CHECK_PX:
+            checker = yunet(settings.orientation_check_px)
+            if settings.orientation_probe_px == settings.orientation_check_px:
                 probe = checker
             elif settings.orientation_probe_px != 640:
                 probe = yunet(settings.orientation_probe_px)
         detector = OrientationRobustDetector(
             base, probe=probe, probe_px=settings.orientation_probe_px if probe else None,
-            checker=checker, checker_px=ORIENTATION_CHECK_PX if checker else None,
+            checker=checker, checker_px=settings.orientation_check_px if checker else None,
             check_orientation=settings.orientation_check,
             second_look_below_px=float(settings.small_face_second_look_px))
+        if checker is not None:
+            detector.orient_cell_px = settings.orientation_check_px // 2
     if settings.second_detector == "scrfd" and settings.detector != "fake":
         detector = UnionDetector(detector, _scrfd(settings))
     return detector

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     #: but finds only turned faces of at least ~7 % of the picture's longer side and
     #: loosens tight crops' landmarks (docs/benchmarks.md). YuNet only.
     orientation_probe_px: int = Field(default=640, ge=160, le=1280, multiple_of=32)
+    #: Square input of the orientation check (YuNet): one face's four turned copies fill
+    #: it as 2x2 cells of half its side.
+    orientation_check_px: int = Field(default=320, ge=128, le=640, multiple_of=32)
     #: Faces smaller than this (px) are re-detected in an upscaled patch around them for
     #: other landmarks (a "second look"); 0: off (measured not to pay, docs/accuracy.md).
     small_face_second_look_px: int = Field(default=0, ge=0, le=256)
