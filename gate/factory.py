@@ -7,7 +7,9 @@ lazily, so ``import gate`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import ModelUnavailable
@@ -54,6 +56,13 @@ def _scrfd(settings: Settings) -> FaceDetector:
 
 
 
+@functools.cache
+def _pass_pool(workers: int) -> ThreadPoolExecutor:
+    """Threads that run a check's second detector pass beside its first (one per check
+    worker, so a busy gate never queues a pass behind another check's)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate-pass")
+
+
 def build_robust_detector(settings: Settings) -> FaceDetector:
     """The configured detector, wrapped for rotations and tight crops when enabled, plus
     the optional second detector. With YuNet, the orientation check (and the mosaic
@@ -86,6 +95,8 @@ def build_robust_detector(settings: Settings) -> FaceDetector:
             second_look_below_px=float(settings.small_face_second_look_px))
         if checker is not None:
             detector.orient_cell_px = settings.orientation_check_px // 2
+        if settings.parallel_passes:
+            detector.pool = _pass_pool(settings.check_workers)
     if settings.second_detector == "scrfd" and settings.detector != "fake":
         detector = UnionDetector(detector, _scrfd(settings))
     return detector

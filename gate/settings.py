@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     #: but finds only turned faces of at least ~7 % of the picture's longer side and
     #: loosens tight crops' landmarks (docs/benchmarks.md). YuNet only.
     orientation_probe_px: int = Field(default=640, ge=160, le=1280, multiple_of=32)
+    #: Run the orientation mosaic on a second thread while the upright pass runs
+    #: (independent passes, one onnxruntime thread each): lower latency when a core is
+    #: idle, the same work when none is.
+    parallel_passes: bool = True
     #: Square input of the orientation check (YuNet): one face's four turned copies fill
     #: it as 2x2 cells of half its side.
     orientation_check_px: int = Field(default=320, ge=128, le=640, multiple_of=32)

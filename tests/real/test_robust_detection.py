@@ -130,3 +130,26 @@ def test_second_detector_adds_the_small_faces_yunet_misses(
                                        .tobytes())]))
                 assert d.faces, "the face SCRFD found must reach the decision"
         assert gained >= 1
+
+
+def test_passes_in_parallel_find_exactly_what_passes_in_turn_find(faces_dir: Path) -> None:
+    """``parallel_passes`` only changes when the mosaic runs, never what is found."""
+    import cv2
+
+    from gate.evaluation.transforms import decode_bgr
+
+    parallel = build_robust_detector(Settings())
+    serial = build_robust_detector(Settings(parallel_passes=False))
+    assert isinstance(parallel, OrientationRobustDetector) and parallel.pool is not None
+    assert isinstance(serial, OrientationRobustDetector) and serial.pool is None
+    checked = 0
+    for identity in IDENTITIES[:4]:
+        folder = faces_dir / "natural_small" / identity
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir())[:2]:
+            image = decode_bgr(path.read_bytes())
+            for view in (image, cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)):
+                assert parallel.detect(view) == serial.detect(view)
+                checked += 1
+    assert checked >= 8
