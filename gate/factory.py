@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from gate.errors import ModelUnavailable
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gate.vision.detect import FaceDetector
     from gate.vision.embed import FaceEmbedder
     from gate.vision.nudity import NudityClassifier
+    from gate.vision.robust import SpareCores
 
 
 def _threads(settings: Settings) -> int:
@@ -57,10 +58,11 @@ def _scrfd(settings: Settings) -> FaceDetector:
 
 
 @functools.cache
-def _pass_pool(workers: int) -> ThreadPoolExecutor:
-    """Threads that run a check's second detector pass beside its first (one per check
-    worker, so a busy gate never queues a pass behind another check's)."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate-pass")
+def _spare_cores() -> SpareCores:
+    """One process-wide set of spare threads: one fewer than the cores (at least one)."""
+    from gate.vision.robust import SpareCores
+
+    return SpareCores((os.cpu_count() or 2) - 1)
 
 
 def build_robust_detector(settings: Settings) -> FaceDetector:
@@ -96,7 +98,7 @@ def build_robust_detector(settings: Settings) -> FaceDetector:
         if checker is not None:
             detector.orient_cell_px = settings.orientation_check_px // 2
         if settings.parallel_passes:
-            detector.pool = _pass_pool(settings.check_workers)
+            detector.pool = _spare_cores()
     if settings.second_detector == "scrfd" and settings.detector != "fake":
         detector = UnionDetector(detector, _scrfd(settings))
     return detector

@@ -65,9 +65,9 @@ class Settings(BaseSettings):
     #: but finds only turned faces of at least ~7 % of the picture's longer side and
     #: loosens tight crops' landmarks (docs/benchmarks.md). YuNet only.
     orientation_probe_px: int = Field(default=640, ge=160, le=1280, multiple_of=32)
-    #: Run the orientation mosaic on a second thread while the upright pass runs
-    #: (independent passes, one onnxruntime thread each): lower latency when a core is
-    #: idle, the same work when none is.
+    #: Run the orientation mosaic on a spare core while the upright pass runs
+    #: (independent passes, one onnxruntime thread each) when one is free: lower latency
+    #: when a core idles; a loaded gate runs them one after the other (docs/benchmarks.md).
     parallel_passes: bool = True
     #: Square input of the orientation check (YuNet): one face's four turned copies fill
     #: it as 2x2 cells of half its side.

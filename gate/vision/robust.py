@@ -21,6 +21,7 @@ docs/accuracy.md: rot180 "protected not recognised" 5.6 -> 2.3 %).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -101,11 +102,10 @@ class OrientationRobustDetector:
         self.second_look_below_px = second_look_below_px
         #: A turned cell must beat the face's own orientation by this much.
         self.orient_margin = 0.0
-        #: Run the orientation mosaic on another thread while the upright pass runs on
-        #: this one: the two passes are independent and each runs one onnxruntime
-        #: thread, so an idle second core halves their wall time; on a busy machine the
-        #: work is the same. None: one after the other.
-        self.pool: ThreadPoolExecutor | None = None
+        #: Run the orientation mosaic on a spare core while the upright pass runs on
+        #: this one (independent passes, one onnxruntime thread each), when a spare
+        #: core is free; otherwise, and with None, one after the other.
+        self.pool: SpareCores | None = None
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         # Downscale once to the detector's scale: both passes work from the same copy.
@@ -264,9 +264,8 @@ class OrientationRobustDetector:
 
     def _detect(self, image_bgr: np.ndarray) -> list[Detection]:
         mosaic_img, cells = self._mosaic(image_bgr)
-        pending: Future[list[Detection]] | None = None
-        if self.pool is not None:
-            pending = self.pool.submit(self.probe.detect, mosaic_img)
+        pending = self.pool.try_submit(self.probe.detect, mosaic_img) \
+            if self.pool is not None else None
         upright = [(d, upright_geometry(d)) for d in self.base.detect(image_bgr)]
         in_mosaic = pending.result() if pending is not None else self.probe.detect(mosaic_img)
         mosaic: list[tuple[Detection, bool]] = []
@@ -350,6 +349,32 @@ class OrientationRobustDetector:
         return Detection(bbox=(min(xs), min(ys), max(xs), max(ys)), landmarks=landmarks,
                          score=det.score)
 
+
+
+class SpareCores:
+    """Threads for work a check can do beside its own thread, only while one is free.
+
+    ``try_submit`` never queues: when every thread is busy (a loaded gate, where each
+    check already has a core) it returns None and the caller does the work itself, so
+    spare threads lower latency when cores idle and cost no throughput when none do.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="gate-spare")
+        self._free = threading.BoundedSemaphore(self.threads)
+
+    def try_submit(self, fn: Callable[[np.ndarray], list[Detection]], arg: np.ndarray
+                   ) -> Future[list[Detection]] | None:
+        if not self._free.acquire(blocking=False):
+            return None
+        try:
+            future = self._pool.submit(fn, arg)
+        except BaseException:
+            self._free.release()
+            raise
+        future.add_done_callback(lambda _: self._free.release())
+        return future
 
 
 class UnionDetector:

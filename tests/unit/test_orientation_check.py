@@ -89,3 +89,36 @@ def test_overlapping_faces_merge_to_the_most_confident() -> None:
     b = _face((104.0, 98.0), 1.0, 0.9)  # the same face found twice
     c = _face((400.0, 100.0), 1.0, 0.6)  # another face
     assert _merge_same_faces([a, b, c], 0.3) == [b, c]
+
+
+def test_spare_cores_never_queue_and_free_their_thread() -> None:
+    """A busy spare thread makes the caller do the work itself; a finished (or failed)
+    job frees it again."""
+    import threading
+
+    from gate.vision.robust import SpareCores
+
+    spare = SpareCores(1)
+    release = threading.Event()
+
+    def slow(_: np.ndarray) -> list[Detection]:
+        release.wait(5)
+        return []
+
+    def boom(_: np.ndarray) -> list[Detection]:
+        raise RuntimeError("model failed")
+
+    first = spare.try_submit(slow, np.zeros(1))
+    assert first is not None
+    assert spare.try_submit(slow, np.zeros(1)) is None  # busy: no queueing
+    release.set()
+    assert first.result(5) == []
+    failing = None
+    for _ in range(100):  # the done-callback frees the thread right after the result
+        failing = spare.try_submit(boom, np.zeros(1))
+        if failing is not None:
+            break
+        threading.Event().wait(0.01)
+    assert failing is not None
+    with pytest.raises(RuntimeError):
+        failing.result(5)
