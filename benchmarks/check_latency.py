@@ -275,13 +275,15 @@ def bench_threads(seconds: float = 4.0) -> dict[str, Any]:
     request = GateRequest(operation="face_swap", images=[ImageInput(role="target", data=data)],
                           requester=Requester(app_id="bench", user_id="u"))
     out: dict[str, Any] = {}
-    for ort_threads in (1, 2):
+    for name, overrides in (("ort1", {"ort_threads": 1}), ("ort2", {"ort_threads": 2}),
+                            ("ort1_serial_passes", {"ort_threads": 1,
+                                                    "parallel_passes": False})):
         with tempfile.TemporaryDirectory() as tmp:
-            gate = FaceGate.open(tmp, analysis_cache_items=0, ort_threads=ort_threads)
+            gate = FaceGate.open(tmp, analysis_cache_items=0, **overrides)
             gate.check(request)
             for workers in (1, 2, 4):
                 done = throughput(gate.check, request, workers, seconds)
-                out[f"ort{ort_threads}_threads{workers}_checks_per_s"] = round(done / seconds, 1)
+                out[f"{name}_threads{workers}_checks_per_s"] = round(done / seconds, 1)
             gate.close()
     return out
 
@@ -291,6 +293,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-threads", action="store_true")
+    parser.add_argument("--only-threads", action="store_true",
+                        help="only the throughput table (checks/s by workers)")
     parser.add_argument("--variant", action="append", default=[],
                         metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="also time the gate with these settings (repeatable)")
@@ -299,10 +303,10 @@ def main() -> None:
     for spec in args.variant:
         name, _, pairs = spec.partition(":")
         variants[name] = dict(p.split("=", 1) for p in pairs.split(",") if p)
-    report: dict[str, Any] = {"check_1024_one_face": bench_check(args.iterations, variants),
-                              "phone_photo_4000x3000": bench_phone_photo(),
-                              "startup": bench_startup()}
-    if not args.skip_threads:
+    report: dict[str, Any] = {} if args.only_threads else {
+        "check_1024_one_face": bench_check(args.iterations, variants),
+        "phone_photo_4000x3000": bench_phone_photo(), "startup": bench_startup()}
+    if not args.skip_threads or args.only_threads:
         report["throughput_512"] = bench_threads()
     print(json.dumps(report, indent=2))
     if args.json:
