@@ -14,8 +14,13 @@ The arrays go to ``--out`` (default ``/tmp/recog-cache``), never into the reposi
     .venv/bin/python benchmarks/recog_cache.py                       # SFace, all transforms
     .venv/bin/python benchmarks/recog_cache.py --tag plain --setting orientation_check=false
 
-(The dlib descriptors of the research branch ``recog-research`` are not ported: dlib is
-not part of the product, see docs/accuracy.md.)
+With ``--dlib`` (needs ``pip install 'consent-gate[dlib]'``) every face also gets dlib's
+ResNet descriptor (``gate.vision.dlib_face.DlibEmbedder``, chip made from the same YuNet
+landmarks): of the chip and its mirror for enrolment photos (templates are made once), of
+the chip alone for probes unless ``--dlib-mirror``. ``benchmarks/second_opinion.py`` reads
+them:
+
+    nice -n 10 .venv/bin/python benchmarks/recog_cache.py --tag dlib --dlib
 
 ``benchmarks/recognition.py`` reads them.
 """
@@ -46,7 +51,7 @@ class FaceRec:
     size_px: float
     quality: float
     sface: np.ndarray  # (2, 128): crop, mirror (raw unit vectors)
-    dlib: np.ndarray | None = None  # always None here (kept for caches of the branch)
+    dlib: np.ndarray | None = None  # (1 or 2, 128): chip[, mirror] (unit), with --dlib
 
 
 @dataclass(slots=True)
@@ -65,9 +70,12 @@ def open_gate(tmp: Path, **overrides: Any) -> Any:
     return FaceGate.open(tmp, analysis_cache_items=0, **overrides)
 
 
-def analyse(gate: Any, data: bytes) -> list[FaceRec]:
+def analyse(gate: Any, data: bytes, dlib: Any = None, dlib_mirror: bool = False
+            ) -> list[FaceRec]:
     """The product's decode + detect + align + quality (first frame: the protocol's
-    inputs are stills), and raw SFace of crop and mirror. Raises ``InvalidImage``."""
+    inputs are stills), and raw SFace of crop and mirror; with ``dlib`` (a
+    ``DlibEmbedder``) also dlib's descriptor of each face's chip [and its mirror].
+    Raises ``InvalidImage``."""
     from gate.vision.align import align_face
     from gate.vision.quality import face_quality
 
@@ -92,6 +100,11 @@ def analyse(gate: Any, data: bytes) -> list[FaceRec]:
             landmarks=f.det.landmarks_array() / s, score=float(f.det.score),
             size_px=float(f.det.size_px / s), quality=float(qualities[i]),
             sface=np.stack([vecs[i], vecs[n + i]]).astype(np.float32)))
+    if dlib is not None:
+        for f, rec in zip(found, out, strict=True):
+            chip = dlib.chip(decoded.frames[f.frame_pos].pixels, f.det.landmarks_array())
+            chips = [chip, np.ascontiguousarray(chip[:, ::-1])] if dlib_mirror else [chip]
+            rec.dlib = dlib.embed(chips).astype(np.float32)
     return out
 
 
@@ -151,6 +164,10 @@ def main() -> int:
     parser.add_argument("--sets", default="all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--dlib", action="store_true",
+                        help="also dlib ResNet descriptors (chip; + mirror for enrolment)")
+    parser.add_argument("--dlib-mirror", action="store_true",
+                        help="with --dlib: the mirror's descriptor for probes too")
     args = parser.parse_args()
     overrides = dict(s.split("=", 1) for s in args.setting)
     names = resolve(args.transforms)
@@ -160,6 +177,11 @@ def main() -> int:
         roots = [r for r in roots if r.name in set(args.sets.split(","))]
     with tempfile.TemporaryDirectory() as tmp:
         gate = open_gate(Path(tmp), **overrides)
+        dlib = None
+        if args.dlib:
+            from gate.vision.dlib_face import DlibEmbedder
+
+            dlib = DlibEmbedder()
         for root in roots:
             plan = build_plan(gate, root, args.seed)
             meta = {"name": plan.name, "roles": plan.roles,
@@ -171,7 +193,8 @@ def main() -> int:
             for ref, identity, role, tname, data in iter_images(plan, names, args.seed):
                 rec = ImageRec(ref, identity, role, tname)
                 try:
-                    rec.faces = analyse(gate, data)
+                    rec.faces = analyse(gate, data, dlib,
+                                        dlib_mirror=tname == "enrol" or args.dlib_mirror)
                 except InvalidImage as exc:
                     rec.error = exc.code
                 by_transform.setdefault(tname, []).append(rec)
@@ -181,7 +204,7 @@ def main() -> int:
             path = args.out / f"{args.tag}-{plan.name}.pkl"
             with path.open("wb") as fh:
                 pickle.dump({"meta": meta, "images": by_transform,
-                             "overrides": overrides}, fh)
+                             "overrides": overrides, "dlib": args.dlib}, fh)
             print(f"wrote {path}", file=sys.stderr)
         gate.close()
     return 0
