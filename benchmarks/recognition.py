@@ -178,51 +178,69 @@ def classify(faces: list[Any], g: Gallery, cfg: Config) -> tuple[str, list[tuple
         return "deny", []
     out: list[tuple[str, str | None]] = []
     for face in faces:
-        q = face_vector(face, cfg.flip)
-        if cfg.flip and cfg.flip_margin < 2.0 and not mirror_matters(face.sface[0], g, cfg):
-            q = face.sface[0]  # the engine does not embed the mirror of this face
-        if cfg.flip and cfg.flip_from > -1 and g.scores(face.sface[0], "max").max(
-                initial=-1.0) < cfg.flip_from:
-            q = face.sface[0]  # flip TTA only near a match: this face is near nobody
-        if cfg.rule == "hybrid":  # protective readings on max, permissive on top-2 mean
-            scores = g.scores(q, "max")
-            permissive = g.scores(q, "top2")
-        else:
-            scores = g.scores(q, cfg.rule)
-            permissive = scores
-        order = np.argsort(-scores, kind="stable")[: cfg.k]
-        cands = [int(i) for i in order if scores[i] >= cfg.match_threshold]
-        identity, named = "unknown", None
-        if cands:
-            top = scores[cands[0]]
-            close = [i for i in cands if i == cands[0] or scores[i] >= top - cfg.ambiguity_margin
-                     or (g.status[i] == "protected" and scores[i] >= top - cfg.protected_margin)]
-            best: tuple[int, str, str | None] = (-1, "unknown", None)
-            for i in close:
-                if g.status[i] == "protected":
-                    reading = "protected"
-                else:
-                    reading = "consented" if permissive[i] >= cfg.allow_threshold \
-                        else "unknown"
-                r = RESTRICTIVENESS[reading]
-                if r > best[0]:
-                    best = (r, reading, g.ids[i] if reading != "unknown" else None)
-            identity, named = best[1], best[2]
-        poor = face.size_px < cfg.min_face_px or face.quality < cfg.min_quality
-        confident = identity == "consented" and face.size_px >= cfg.min_face_px and \
-            named is not None and float(permissive[g.ids.index(named)]) >= \
-            cfg.poor_allow_threshold
-        if poor and identity in ("unknown", "consented") and not confident:
-            identity = "unidentifiable"
-        out.append((identity, named))
-    kinds = {i for i, _ in out}
+        scores, permissive = face_scores(probe_vector(face, g, cfg), g, cfg)
+        order = [int(i) for i in np.argsort(-scores, kind="stable")[: cfg.k]]
+        out.append(read_face(face, scores, permissive, order, g, cfg))
+    return verdict_of(out), out
+
+
+def probe_vector(face: Any, g: Gallery, cfg: Config) -> np.ndarray:
+    """The vector the engine searches with: flip-averaged, or the crop's own where the
+    engine does not embed the mirror."""
+    q = face_vector(face, cfg.flip)
+    if cfg.flip and cfg.flip_margin < 2.0 and not mirror_matters(face.sface[0], g, cfg):
+        q = face.sface[0]  # the engine does not embed the mirror of this face
+    if cfg.flip and cfg.flip_from > -1 and g.scores(face.sface[0], "max").max(
+            initial=-1.0) < cfg.flip_from:
+        q = face.sface[0]  # flip TTA only near a match: this face is near nobody
+    return q
+
+
+def face_scores(q: np.ndarray, g: Gallery, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(protective, permissive) score per subject: ``hybrid`` reads protective on the
+    best template and permissive on the top-2 mean."""
+    if cfg.rule == "hybrid":
+        return g.scores(q, "max"), g.scores(q, "top2")
+    scores = g.scores(q, cfg.rule)
+    return scores, scores
+
+
+def read_face(face: Any, scores: np.ndarray, permissive: np.ndarray, order: list[int],
+              g: Gallery, cfg: Config) -> tuple[str, str | None]:
+    """One face's (identity class, named identity) from its scores to the ``order``ed
+    best subjects: thresholds, margins, most restrictive reading, quality gate."""
+    cands = [i for i in order if scores[i] >= cfg.match_threshold]
+    identity, named = "unknown", None
+    if cands:
+        top = scores[cands[0]]
+        close = [i for i in cands if i == cands[0] or scores[i] >= top - cfg.ambiguity_margin
+                 or (g.status[i] == "protected" and scores[i] >= top - cfg.protected_margin)]
+        best: tuple[int, str, str | None] = (-1, "unknown", None)
+        for i in close:
+            if g.status[i] == "protected":
+                reading = "protected"
+            else:
+                reading = "consented" if permissive[i] >= cfg.allow_threshold else "unknown"
+            r = RESTRICTIVENESS[reading]
+            if r > best[0]:
+                best = (r, reading, g.ids[i] if reading != "unknown" else None)
+        identity, named = best[1], best[2]
+    poor = face.size_px < cfg.min_face_px or face.quality < cfg.min_quality
+    confident = identity == "consented" and face.size_px >= cfg.min_face_px and \
+        named is not None and float(permissive[g.ids.index(named)]) >= cfg.poor_allow_threshold
+    if poor and identity in ("unknown", "consented") and not confident:
+        identity = "unidentifiable"
+    return identity, named
+
+
+def verdict_of(readings: list[tuple[str, str | None]]) -> str:
+    """The default policy for face swaps over a request's readings."""
+    kinds = {i for i, _ in readings}
     if "protected" in kinds:
-        verdict = "deny"
-    elif kinds & {"unknown", "unidentifiable"}:
-        verdict = "needs_consent"
-    else:
-        verdict = "allow"
-    return verdict, out
+        return "deny"
+    if kinds & {"unknown", "unidentifiable"}:
+        return "needs_consent"
+    return "allow"
 
 
 def mirror_matters(single: np.ndarray, g: Gallery, cfg: Config) -> bool:
@@ -487,13 +505,17 @@ def study_thresholds(data: list[dict[str, Any]], ts: list[str]) -> None:
     print(table(res, ts))
 
 
-def study_flip(data: list[dict[str, Any]], ts: list[str]) -> None:
-    print("\n### Test-time flip only for faces that come near someone\n")
+def print_flip_deltas(data: list[dict[str, Any]]) -> None:
     for e in (1, 3):
         d = flip_deltas(data, e)
-        print(f"enrol {e}: |flip - single| over {d.size} face-subject scores: "
+        print(f"enrol {e}: |flip-averaged - single| over {d.size} face-subject scores: "
               f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
               f"max {d.max():.4f}")
+
+
+def study_flip(data: list[dict[str, Any]], ts: list[str]) -> None:
+    print("\n### Test-time flip only for faces that come near someone\n")
+    print_flip_deltas(data)
     res: dict[str, dict[str, Counts]] = {}
     for e in (1, 3):
         res[f"{e}: always"] = simulate(data, Config(), e)
@@ -520,11 +542,7 @@ def verdicts(datasets: list[dict[str, Any]], cfg: Config, enrol: int) -> list[An
 def study_flipband(data: list[dict[str, Any]], ts: list[str]) -> None:
     """The engine's test-time flip band (``flip_margin``) against flipping every face."""
     print("\n### Test-time flip only where it can change a reading (flip_margin)\n")
-    for e in (1, 3):
-        d = flip_deltas(data, e)
-        print(f"enrol {e}: |flip-averaged - single| over {d.size} face-subject scores: "
-              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
-              f"max {d.max():.4f}")
+    print_flip_deltas(data)
     res: dict[str, dict[str, Counts]] = {}
     for e in (1, 3):
         always = verdicts(data, RECOMMENDED, e)

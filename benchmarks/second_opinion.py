@@ -39,16 +39,19 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from recognition import (  # noqa: E402
     RECOMMENDED,
-    RESTRICTIVENESS,
     Config,
     Counts,
     Gallery,
+    face_scores,
     face_vector,
     gallery,
     load,
+    probe_vector,
+    read_face,
     simulate,
     subject_score,
     unit,
+    verdict_of,
 )
 
 from gate.vision.fusion import ScoreFusion  # noqa: E402
@@ -99,14 +102,6 @@ class Cost:
     dlib: int = 0  # faces that needed dlib
 
 
-def _mirror_matters(single: np.ndarray, g: Gallery, cfg: Config) -> bool:
-    """``recognition.mirror_matters`` (the engine's flip band), when recognition.py has it."""
-    import recognition
-
-    fn: Callable[[np.ndarray, Gallery, Config], bool] = recognition.mirror_matters
-    return fn(single, g, cfg)
-
-
 def classify_fused(faces: list[Any], g: Gallery, gd: list[np.ndarray], cfg: Config,
                    fusion: ScoreFusion | None, cost: Cost
                    ) -> tuple[str, list[tuple[str, str | None]]]:
@@ -116,19 +111,8 @@ def classify_fused(faces: list[Any], g: Gallery, gd: list[np.ndarray], cfg: Conf
     out: list[tuple[str, str | None]] = []
     for face in faces:
         cost.faces += 1
-        q = face_vector(face, cfg.flip)
-        if cfg.flip and getattr(cfg, "flip_margin", 2.0) < 2.0 and \
-                not _mirror_matters(face.sface[0], g, cfg):
-            q = face.sface[0]  # the engine does not embed the mirror of this face
-        if cfg.flip and cfg.flip_from > -1 and g.scores(face.sface[0], "max").max(
-                initial=-1.0) < cfg.flip_from:
-            q = face.sface[0]
-        if cfg.rule == "hybrid":
-            scores, permissive = g.scores(q, "max"), g.scores(q, "top2")
-            prule = "top2"
-        else:
-            scores = g.scores(q, cfg.rule)
-            permissive, prule = scores, cfg.rule
+        scores, permissive = face_scores(probe_vector(face, g, cfg), g, cfg)
+        prule = "top2" if cfg.rule == "hybrid" else cfg.rule
         order = [int(i) for i in np.argsort(-scores, kind="stable")[: cfg.k]]
         if fusion is not None:
             scores, permissive = scores.copy(), permissive.copy()
@@ -148,38 +132,8 @@ def classify_fused(faces: list[Any], g: Gallery, gd: list[np.ndarray], cfg: Conf
                     permissive[i] = scores[i]
             cost.dlib += int(asked)
             order.sort(key=lambda i: -scores[i])
-        cands = [i for i in order if scores[i] >= cfg.match_threshold]
-        identity, named = "unknown", None
-        if cands:
-            top = scores[cands[0]]
-            close = [i for i in cands if i == cands[0] or scores[i] >= top - cfg.ambiguity_margin
-                     or (g.status[i] == "protected" and scores[i] >= top - cfg.protected_margin)]
-            best: tuple[int, str, str | None] = (-1, "unknown", None)
-            for i in close:
-                if g.status[i] == "protected":
-                    reading = "protected"
-                else:
-                    reading = "consented" if permissive[i] >= cfg.allow_threshold \
-                        else "unknown"
-                r = RESTRICTIVENESS[reading]
-                if r > best[0]:
-                    best = (r, reading, g.ids[i] if reading != "unknown" else None)
-            identity, named = best[1], best[2]
-        poor = face.size_px < cfg.min_face_px or face.quality < cfg.min_quality
-        confident = identity == "consented" and face.size_px >= cfg.min_face_px and \
-            named is not None and float(permissive[g.ids.index(named)]) >= \
-            cfg.poor_allow_threshold
-        if poor and identity in ("unknown", "consented") and not confident:
-            identity = "unidentifiable"
-        out.append((identity, named))
-    kinds = {i for i, _ in out}
-    if "protected" in kinds:
-        verdict = "deny"
-    elif kinds & {"unknown", "unidentifiable"}:
-        verdict = "needs_consent"
-    else:
-        verdict = "allow"
-    return verdict, out
+        out.append(read_face(face, scores, permissive, order, g, cfg))
+    return verdict_of(out), out
 
 
 def simulate_fused(datasets: list[dict[str, Any]], cfg: Config, enrol: int,
