@@ -281,28 +281,33 @@ def simulate(datasets: list[dict[str, Any]], cfg: Config, enrol: int,
                     continue
                 if rec.role != "stranger" and rec.identity not in enrolled:
                     continue
-                c.probes[rec.role] += 1
-                if rec.error is not None:
-                    if rec.role == "protected":
-                        c.prot_not_recog += 1
-                    elif rec.role == "consenting":
-                        c.false_block += 1
-                    continue
-                verdict, faces = classify(rec.faces, g, cfg)
-                own = rec.identity if rec.role != "stranger" else None
-                if not rec.faces:
-                    c.det_miss += 1
-                named = {n for _, n in faces if n is not None}
-                if named - {own}:
-                    c.wrong_subject += 1
-                if rec.role in ("protected", "stranger") and verdict == "allow":
-                    c.false_allow += 1
-                if rec.role == "protected" and own not in named:
-                    c.prot_not_recog += 1
-                if rec.role == "consenting" and not any(
-                        k == "consented" and n == own for k, n in faces):
-                    c.false_block += 1
+                tally(c, rec, lambda faces, g=g: classify(faces, g, cfg))
     return result
+
+
+def tally(c: Counts, rec: Any,
+          judge: Callable[[list[Any]], tuple[str, list[tuple[str, str | None]]]]) -> None:
+    """Count one probe: its role, and what ``judge`` (verdict, readings) made of its faces."""
+    c.probes[rec.role] += 1
+    if rec.error is not None:
+        if rec.role == "protected":
+            c.prot_not_recog += 1
+        elif rec.role == "consenting":
+            c.false_block += 1
+        return
+    verdict, faces = judge(rec.faces)
+    own = rec.identity if rec.role != "stranger" else None
+    if not rec.faces:
+        c.det_miss += 1
+    named = {n for _, n in faces if n is not None}
+    if named - {own}:
+        c.wrong_subject += 1
+    if rec.role in ("protected", "stranger") and verdict == "allow":
+        c.false_allow += 1
+    if rec.role == "protected" and own not in named:
+        c.prot_not_recog += 1
+    if rec.role == "consenting" and not any(k == "consented" and n == own for k, n in faces):
+        c.false_block += 1
 
 
 def table(results: dict[str, dict[str, Counts]], transforms: list[str]) -> str:

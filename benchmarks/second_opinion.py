@@ -50,6 +50,7 @@ from recognition import (  # noqa: E402
     read_face,
     simulate,
     subject_score,
+    tally,
     unit,
     verdict_of,
 )
@@ -159,27 +160,8 @@ def simulate_fused(datasets: list[dict[str, Any]], cfg: Config, enrol: int,
                     continue
                 if counted is not None and not counted(rec.identity):
                     continue
-                c.probes[rec.role] += 1
-                if rec.error is not None:
-                    if rec.role == "protected":
-                        c.prot_not_recog += 1
-                    elif rec.role == "consenting":
-                        c.false_block += 1
-                    continue
-                verdict, faces = classify_fused(rec.faces, g, gd, cfg, fusion, cost)
-                own = rec.identity if rec.role != "stranger" else None
-                if not rec.faces:
-                    c.det_miss += 1
-                named = {n for _, n in faces if n is not None}
-                if named - {own}:
-                    c.wrong_subject += 1
-                if rec.role in ("protected", "stranger") and verdict == "allow":
-                    c.false_allow += 1
-                if rec.role == "protected" and own not in named:
-                    c.prot_not_recog += 1
-                if rec.role == "consenting" and not any(
-                        k == "consented" and n == own for k, n in faces):
-                    c.false_block += 1
+                tally(c, rec, lambda faces, g=g, gd=gd, cost=cost: classify_fused(
+                    faces, g, gd, cfg, fusion, cost))
     return result, costs
 
 

@@ -59,10 +59,12 @@ def _scrfd(settings: Settings) -> FaceDetector:
 
 @functools.cache
 def _spare_cores() -> SpareCores:
-    """One process-wide set of spare threads: one fewer than the cores (at least one)."""
+    """One process-wide set of spare threads: one fewer than the cores (at least one),
+    used only while fewer checks detect than there are cores."""
     from gate.vision.robust import SpareCores
 
-    return SpareCores((os.cpu_count() or 2) - 1)
+    cores = os.cpu_count() or 2
+    return SpareCores(cores - 1, cores)
 
 
 def build_robust_detector(settings: Settings) -> FaceDetector:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -36,6 +36,10 @@ from gate.vision.align import align_face
 from gate.vision.detect import Detection, FaceDetector, box_iou
 from gate.vision.embed import FaceEmbedder, FlipAveragingEmbedder
 from gate.vision.quality import face_quality
+from gate.vision.robust import OrientationRobustDetector
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 if TYPE_CHECKING:
     from gate.settings import Settings
@@ -43,6 +47,9 @@ if TYPE_CHECKING:
 
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
+#: Embeddings started early on a spare core: (image, frame position, detection) -> the
+#: batch's future and the face's row in it.
+_Early = dict[tuple[int, int, Detection], tuple["Future[np.ndarray]", int]]
 
 
 # -- staged values ----------------------------------------------------------------------
@@ -159,6 +166,11 @@ class FaceAnalyzer:
         #: other stills always get the flip-averaged vector.
         self._flip = embedder if defer_mirror and isinstance(
             embedder, FlipAveragingEmbedder) else None
+        #: With deferred mirrors and an orientation-robust detector that has spare cores:
+        #: the faces of the two detector passes are embedded on a spare core while the
+        #: orientation check runs; a face the check leaves as it was keeps that vector.
+        self._early = detector if self._flip is not None and isinstance(
+            detector, OrientationRobustDetector) and detector.pool is not None else None
         self.age = age
         self.nudity = nudity
         self.limits = limits
@@ -210,12 +222,13 @@ class FaceAnalyzer:
                 fresh.append((i, key, decoded))
         if fresh:
             found = []
+            early: _Early = {}
             with timer.stage("detect"):
-                for _, _, decoded in fresh:
-                    found.append(self.detect(decoded))
+                for n, (_, _, decoded) in enumerate(fresh):
+                    found.append(self.detect(decoded, early=early, image=n))
             analyses = self._finish([d for _, _, d in fresh], found, need_age=need_age,
                                     need_nudity=need_nudity, need_pdq=need_pdq, timer=timer,
-                                    defer_mirror=self._flip is not None)
+                                    defer_mirror=self._flip is not None, early=early)
             for (i, key, _), analysis in zip(fresh, analyses, strict=True):
                 out[i] = analysis
                 self._store(key, analysis)
@@ -245,14 +258,34 @@ class FaceAnalyzer:
             return decode_video(data, self.video_limits)
         return decode_image(data, self.limits)
 
-    def detect(self, decoded: DecodedImage, *, first_only: bool = False) -> list[FoundFace]:
+    def detect(self, decoded: DecodedImage, *, first_only: bool = False,
+               early: _Early | None = None, image: int = 0) -> list[FoundFace]:
         found: list[FoundFace] = []
         for pos, frame in enumerate(decoded.frames):
             if first_only and frame.index != decoded.frames[0].index:
                 continue
-            found += [FoundFace(frame.index, pos, det, frame.scale)
-                      for det in self.detector.detect(frame.pixels)]
+            if early is not None and self._early is not None:
+                dets = self._early.detect(frame.pixels,
+                                          early=self._embed_early(frame.pixels, image, pos, early))
+            else:
+                dets = self.detector.detect(frame.pixels)
+            found += [FoundFace(frame.index, pos, det, frame.scale) for det in dets]
         return _dedupe(found)
+
+    def _embed_early(self, pixels: np.ndarray, image: int, pos: int, into: _Early
+                     ) -> Callable[[list[Detection]], None]:
+        """What the detector calls with its faces before the orientation check: their
+        crops are embedded on a spare core, if one is free (never queued)."""
+        def start(dets: list[Detection]) -> None:
+            spare = self._early.pool if self._early is not None else None
+            if spare is None or self._flip is None:
+                return
+            crops = [align_face(pixels, d.landmarks_array())[0] for d in dets]
+            future = spare.try_submit(self._flip.embed_single, crops)
+            if future is not None:
+                for row, det in enumerate(dets):
+                    into[(image, pos, det)] = (future, row)
+        return start
 
     def with_mirror(self, faces: Sequence[AnalysedFace]) -> np.ndarray:
         """The flip-averaged vectors of ``faces`` (one row each; one batch for the
@@ -268,7 +301,8 @@ class FaceAnalyzer:
 
     def _finish(self, decoded: Sequence[DecodedImage], found: Sequence[list[FoundFace]], *,
                 need_age: bool, need_nudity: bool, timer: StageTimer,
-                need_pdq: bool = False, defer_mirror: bool = False) -> list[ImageAnalysis]:
+                need_pdq: bool = False, defer_mirror: bool = False,
+                early: _Early | None = None) -> list[ImageAnalysis]:
         """Align, score, estimate ages (when needed) and embed all faces in one batch."""
         aligned: list[list[AlignedFace]] = []
         with timer.stage("align"):
@@ -290,7 +324,9 @@ class FaceAnalyzer:
             if not flat:
                 vectors = np.zeros((0, self.embedder.dim), np.float32)
             elif defer_mirror and self._flip is not None:
-                vectors = self._flip.embed_single([f.crop for f in flat])
+                where = [(i, face.found.frame_pos, face.found.det)
+                         for i, faces in enumerate(aligned) for face in faces]
+                vectors = self._embed_single(flat, where, early or {})
             else:
                 vectors = self.embedder.embed([f.crop for f in flat])
         sexual: list[bool | None] = [None] * len(decoded)
@@ -315,6 +351,23 @@ class FaceAnalyzer:
                                           keep_crop=defer_mirror and self._flip is not None))
             out.append(ImageAnalysis(tuple(analysed), with_age=need_age, sexual=sexual[i],
                                      pdq=pdq[i]))
+        return out
+
+    def _embed_single(self, flat: Sequence[AlignedFace],
+                      where: Sequence[tuple[int, int, Detection]], early: _Early) -> np.ndarray:
+        """Each crop's own vector: from the early embedding when its face came out of the
+        detector unchanged (same landmarks, so the same crop), else embedded now."""
+        assert self._flip is not None
+        out = np.zeros((len(flat), self.embedder.dim), np.float32)
+        rest: list[int] = []
+        for n, key in enumerate(where):
+            started = early.get(key)
+            if started is not None and started[0].exception() is None:
+                out[n] = started[0].result()[started[1]]
+            else:  # not started early, or it failed: embed now (a real fault fails here)
+                rest.append(n)
+        if rest:
+            out[rest] = self._flip.embed_single([flat[n].crop for n in rest])
         return out
 
     # -- cache ----------------------------------------------------------------------------

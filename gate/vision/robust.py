@@ -22,9 +22,11 @@ docs/accuracy.md: rot180 "protected not recognised" 5.6 -> 2.3 %).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -107,10 +109,23 @@ class OrientationRobustDetector:
         #: core is free; otherwise, and with None, one after the other.
         self.pool: SpareCores | None = None
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+    def detect(self, image_bgr: np.ndarray, *,
+               early: Callable[[list[Detection]], None] | None = None) -> list[Detection]:
+        """Every face. ``early`` (optional) is shown the faces of the two passes before
+        the orientation check and the refinement (original pixels): a caller may start
+        work on them, valid for each returned face equal to one of them."""
+        if self.pool is None:
+            return self._detect_all(image_bgr, early)
+        with self.pool.running():
+            return self._detect_all(image_bgr, early)
+
+    def _detect_all(self, image_bgr: np.ndarray,
+                    early: Callable[[list[Detection]], None] | None) -> list[Detection]:
         # Downscale once to the detector's scale: both passes work from the same copy.
         small, factor = _fit(image_bgr, self.canvas_px)
         first = self._detect(small)
+        if early is not None and first:
+            early([_scaled(d, factor) for d in first] if factor != 1.0 else list(first))
         if self.check_orientation and first:
             first = self._orient(small, first)
         if factor != 1.0:
@@ -351,21 +366,42 @@ class OrientationRobustDetector:
 
 
 
-class SpareCores:
-    """Threads for work a check can do beside its own thread, only while one is free.
+T = TypeVar("T")
+R = TypeVar("R")
 
-    ``try_submit`` never queues: when every thread is busy (a loaded gate, where each
-    check already has a core) it returns None and the caller does the work itself, so
-    spare threads lower latency when cores idle and cost no throughput when none do.
+
+class SpareCores:
+    """Threads for work a check can do beside its own thread, only while cores idle.
+
+    ``try_submit`` never queues: while as many checks are detecting (``running``) as
+    there are cores, or every spare thread is busy, it returns None and the caller does
+    the work itself. Spare threads lower latency when cores idle and cost a loaded gate
+    nothing (docs/benchmarks.md).
     """
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, cores: int | None = None) -> None:
         self.threads = max(1, threads)
+        self.cores = max(1, cores if cores is not None else self.threads + 1)
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="gate-spare")
         self._free = threading.BoundedSemaphore(self.threads)
+        self._lock = threading.Lock()
+        self._running = 0
 
-    def try_submit(self, fn: Callable[[np.ndarray], list[Detection]], arg: np.ndarray
-                   ) -> Future[list[Detection]] | None:
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Count the calling check as using a core while it detects."""
+        with self._lock:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def try_submit(self, fn: Callable[[T], R], arg: T) -> Future[R] | None:
+        with self._lock:
+            if self._running >= self.cores:
+                return None
         if not self._free.acquire(blocking=False):
             return None
         try:

@@ -220,3 +220,38 @@ def test_a_stranger_is_checked_without_a_mirror(tmp_path: Path, faces_dir: Path)
         assert "embed_mirror" not in d.latency_ms
     finally:
         gate.close()
+
+
+def test_faces_embedded_early_on_a_spare_core_read_the_same(tmp_path: Path,
+                                                            faces_dir: Path) -> None:
+    """Embedding the detector's faces on a spare core during the orientation check
+    (``parallel_passes``) changes no reading, upright or turned."""
+    import cv2
+
+    from gate.engine import FaceGate
+    from gate.types import GateRequest, ImageInput, Requester
+
+    ben = _photos(faces_dir, "natural_small", "ben_afflek", 6)
+    probes = [p.read_bytes() for p in ben[3:]]
+    turned = [cv2.imencode(".png", cv2.rotate(_read(p), cv2.ROTATE_180))[1].tobytes()
+              for p in ben[3:5]]
+    seen: dict[bool, list[tuple[str, str | None, float | None]]] = {}
+    for parallel in (True, False):
+        gate = FaceGate.open(tmp_path / str(parallel), parallel_passes=parallel,
+                             analysis_cache_items=0)
+        try:
+            early = gate.faces._early is not None
+            assert early is parallel
+            gate.grant(gate.enroll([p.read_bytes() for p in ben[:3]], "Ben",
+                                   status="consenting").subject_id,
+                       app_id="t", operations=["face_swap"])
+            seen[parallel] = []
+            for data in (*probes, *turned):
+                d = gate.check(GateRequest(operation="face_swap",
+                                           requester=Requester(app_id="t"),
+                                           images=[ImageInput(role="target", data=data)]))
+                seen[parallel] += [(d.verdict, f.identity, f.similarity) for f in d.faces]
+        finally:
+            gate.close()
+    assert seen[True] == seen[False]
+    assert any(v == "allow" for v, _, _ in seen[True])

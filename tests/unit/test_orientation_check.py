@@ -122,3 +122,18 @@ def test_spare_cores_never_queue_and_free_their_thread() -> None:
     assert failing is not None
     with pytest.raises(RuntimeError):
         failing.result(5)
+
+
+def test_spare_cores_stay_idle_while_every_core_has_a_check() -> None:
+    from gate.vision.robust import SpareCores
+
+    spare = SpareCores(1, cores=2)
+
+    def work(_: np.ndarray) -> list[Detection]:
+        return []
+
+    with spare.running():
+        job = spare.try_submit(work, np.zeros(1))  # one check, two cores: a core idles
+        assert job is not None and job.result(5) == []
+        with spare.running():  # a second check is detecting: no core is spare
+            assert spare.try_submit(work, np.zeros(1)) is None
