@@ -41,7 +41,6 @@ from gate.vision.robust import OrientationRobustDetector
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-if TYPE_CHECKING:
     from gate.settings import Settings
     from gate.vision.nudity import NudityClassifier
 
