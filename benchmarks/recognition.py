@@ -51,8 +51,6 @@ class Config:
     min_quality: float = 0.30
     min_face_px: float = 24.0
     k: int = 3  # subjects returned by the index
-    #: Flip TTA only for faces whose best single-crop score reaches this (-1: always).
-    flip_from: float = -1.0
     #: A poor-quality face may still be read as consented at this similarity (2: never).
     poor_allow_threshold: float = 2.0
     #: The engine's ``flip_margin``: the mirror only where ``mirror_can_matter`` says it
@@ -190,9 +188,6 @@ def probe_vector(face: Any, g: Gallery, cfg: Config) -> np.ndarray:
     q = face_vector(face, cfg.flip)
     if cfg.flip and cfg.flip_margin < 2.0 and not mirror_matters(face.sface[0], g, cfg):
         q = face.sface[0]  # the engine does not embed the mirror of this face
-    if cfg.flip and cfg.flip_from > -1 and g.scores(face.sface[0], "max").max(
-            initial=-1.0) < cfg.flip_from:
-        q = face.sface[0]  # flip TTA only near a match: this face is near nobody
     return q
 
 
@@ -406,11 +401,6 @@ def held_out(scores: np.ndarray, pid: np.ndarray, sid: np.ndarray, far: float,
 
 
 # -- flip test-time augmentation only where it can matter -------------------------------------
-def flip_band_config(lo: float, base: Config | None = None) -> Config:
-    """Flip TTA only for faces whose best single-crop score reaches ``lo``."""
-    return replace(base or Config(), flip=True, flip_from=lo, name=f"flip>={lo}")
-
-
 def _probe_faces(datasets: list[dict[str, Any]], enrol: int) -> Iterator[tuple[Any, Any]]:
     """(gallery, face) for every face of every probe, every transform (not the enrolment)."""
     for data in datasets:
@@ -428,15 +418,6 @@ def flip_deltas(datasets: list[dict[str, Any]], enrol: int) -> np.ndarray:
     return np.concatenate([np.abs(g.scores(face_vector(f, True), "max") -
                                   g.scores(f.sface[0], "max"))
                            for g, f in _probe_faces(datasets, enrol)])
-
-
-def flip_share(datasets: list[dict[str, Any]], enrol: int, lo: float) -> tuple[int, int]:
-    """(faces that need the mirror embedding, faces) over every transform."""
-    need = total = 0
-    for g, f in _probe_faces(datasets, enrol):
-        total += 1
-        need += int(g.scores(f.sface[0], "max").max() >= lo)
-    return need, total
 
 
 # -- studies ------------------------------------------------------------------------------
@@ -510,29 +491,6 @@ def study_thresholds(data: list[dict[str, Any]], ts: list[str]) -> None:
     print(table(res, ts))
 
 
-def print_flip_deltas(data: list[dict[str, Any]]) -> None:
-    for e in (1, 3):
-        d = flip_deltas(data, e)
-        print(f"enrol {e}: |flip-averaged - single| over {d.size} face-subject scores: "
-              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
-              f"max {d.max():.4f}")
-
-
-def study_flip(data: list[dict[str, Any]], ts: list[str]) -> None:
-    print("\n### Test-time flip only for faces that come near someone\n")
-    print_flip_deltas(data)
-    res: dict[str, dict[str, Counts]] = {}
-    for e in (1, 3):
-        res[f"{e}: always"] = simulate(data, Config(), e)
-        res[f"{e}: never"] = simulate(data, replace(Config(), flip=False), e)
-        for lo in (0.20, 0.25):
-            need, total = flip_share(data, e, lo)
-            print(f"enrol {e}, flip from {lo}: {need}/{total} faces ({100 * need / total:.1f} %)"
-                  " need the mirror")
-            res[f"{e}: from {lo}"] = simulate(data, flip_band_config(lo), e)
-    print(table(res, ts))
-
-
 def verdicts(datasets: list[dict[str, Any]], cfg: Config, enrol: int) -> list[Any]:
     """Every probe's (verdict, readings) in a fixed order, every transform."""
     out = []
@@ -547,11 +505,16 @@ def verdicts(datasets: list[dict[str, Any]], cfg: Config, enrol: int) -> list[An
 def study_flipband(data: list[dict[str, Any]], ts: list[str]) -> None:
     """The engine's test-time flip band (``flip_margin``) against flipping every face."""
     print("\n### Test-time flip only where it can change a reading (flip_margin)\n")
-    print_flip_deltas(data)
+    for e in (1, 3):
+        d = flip_deltas(data, e)
+        print(f"enrol {e}: |flip-averaged - single| over {d.size} face-subject scores: "
+              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
+              f"max {d.max():.4f}")
     res: dict[str, dict[str, Counts]] = {}
     for e in (1, 3):
         always = verdicts(data, RECOMMENDED, e)
         res[f"{e}: always"] = simulate(data, RECOMMENDED, e)
+        res[f"{e}: never"] = simulate(data, replace(RECOMMENDED, flip=False), e)
         for margin in (0.08, 0.05, 0.0):
             cfg = replace(RECOMMENDED, flip_margin=margin)
             asked = total = 0
@@ -620,8 +583,8 @@ def study_recommended(data: list[dict[str, Any]], ts: list[str]) -> None:
     for e in (1, 3):
         res[f"{e} photo{'s' if e > 1 else ''}: before"] = simulate(data, Config(), e)
         res[f"{e} photo{'s' if e > 1 else ''}: recommended"] = simulate(data, RECOMMENDED, e)
-        res[f"{e} photo{'s' if e > 1 else ''}: + flip from 0.25"] = simulate(
-            data, flip_band_config(0.25, RECOMMENDED), e)
+        res[f"{e} photo{'s' if e > 1 else ''}: + flip_margin 0.08"] = simulate(
+            data, replace(RECOMMENDED, flip_margin=0.08), e)
     print(table(res, ts))
 
 
@@ -631,18 +594,18 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/recog-cache"),
                         help="where benchmarks/recog_cache.py wrote its arrays (--out)")
     parser.add_argument("--study", default="engine",
-                        help="engine,rules,thresholds,flip,flipband,heldout,recommended or all")
+                        help="engine,rules,thresholds,flipband,heldout,recommended or all")
     parser.add_argument("--transforms", default="key", help="'key', 'all' or names")
     args = parser.parse_args()
     data = load(args.tag, args.cache)
     ts = transforms_of(data) if args.transforms == "all" else (
         KEY_TRANSFORMS if args.transforms == "key" else args.transforms.split(","))
     studies = args.study.split(",") if args.study != "all" else [
-        "engine", "rules", "thresholds", "flip", "flipband", "heldout", "recommended"]
+        "engine", "rules", "thresholds", "flipband", "heldout", "recommended"]
     for name in studies:
         if name == "rules":
             study_rules(data)
-        elif name in ("engine", "thresholds", "flip", "flipband", "heldout", "recommended"):
+        elif name in ("engine", "thresholds", "flipband", "heldout", "recommended"):
             globals()[f"study_{name}"](data, ts)
         else:
             raise SystemExit(f"unknown study {name!r}")
