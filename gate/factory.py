@@ -56,7 +56,6 @@ def _scrfd(settings: Settings) -> FaceDetector:
                                 threads=_threads(settings), input_px=settings.det_input_px)
 
 
-
 @functools.cache
 def _spare_cores() -> SpareCores:
     """One process-wide set of spare threads: one fewer than the cores (at least one),

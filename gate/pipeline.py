@@ -274,13 +274,18 @@ class FaceAnalyzer:
     def _embed_early(self, pixels: np.ndarray, image: int, pos: int, into: _Early
                      ) -> Callable[[list[Detection]], None]:
         """What the detector calls with its faces before the orientation check: their
-        crops are embedded on a spare core, if one is free (never queued)."""
+        crops are cut and embedded on a spare core, if one is free (never queued)."""
         def start(dets: list[Detection]) -> None:
             spare = self._early.pool if self._early is not None else None
-            if spare is None or self._flip is None:
-                return
-            crops = [align_face(pixels, d.landmarks_array())[0] for d in dets]
-            future = spare.try_submit(self._flip.embed_single, crops)
+            flip = self._flip
+            if spare is None or flip is None:
+                return  # not reached: ``_early`` is set only with both
+
+            def embed(faces: list[Detection]) -> np.ndarray:
+                return flip.embed_single([align_face(pixels, d.landmarks_array())[0]
+                                          for d in faces])
+
+            future = spare.try_submit(embed, dets)
             if future is not None:
                 for row, det in enumerate(dets):
                     into[(image, pos, det)] = (future, row)
@@ -319,10 +324,11 @@ class FaceAnalyzer:
                         years = None if estimate.years != estimate.years else estimate.years
                         ages[(i, j)] = (years, estimate.band)
         flat = [face for faces in aligned for face in faces]
+        defer = defer_mirror and self._flip is not None
         with timer.stage("embed"):
             if not flat:
                 vectors = np.zeros((0, self.embedder.dim), np.float32)
-            elif defer_mirror and self._flip is not None:
+            elif defer:
                 where = [(i, face.found.frame_pos, face.found.det)
                          for i, faces in enumerate(aligned) for face in faces]
                 vectors = self._embed_single(flat, where, early or {})
@@ -346,8 +352,7 @@ class FaceAnalyzer:
                 vector.setflags(write=False)
                 n += 1
                 years, band = ages.get((i, j), (None, None))
-                analysed.append(_analysed(face, vector, years, band,
-                                          keep_crop=defer_mirror and self._flip is not None))
+                analysed.append(_analysed(face, vector, years, band, keep_crop=defer))
             out.append(ImageAnalysis(tuple(analysed), with_age=need_age, sexual=sexual[i],
                                      pdq=pdq[i]))
         return out
