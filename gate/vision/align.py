@@ -43,12 +43,23 @@ def norm_crop(image_bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> 
 
 
 def align_face(image_bgr: np.ndarray, landmarks: np.ndarray,
-               size: int = 112) -> tuple[np.ndarray, np.ndarray]:
-    """The aligned crop and the landmarks mapped into it (5x2, crop pixels)."""
+               size: int = 112, *, zoom: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned crop and the landmarks mapped into it (5x2, crop pixels). ``zoom``
+    scales the template about its centre (above 1: the face fills more of the crop)."""
     import cv2
 
     dst = ARCFACE_TEMPLATE * (size / 112.0)
+    if zoom != 1.0:
+        centre = dst.mean(axis=0)
+        dst = (dst - centre) * zoom + centre
     matrix = similarity_transform(landmarks, dst)
     crop = cv2.warpAffine(image_bgr, matrix, (size, size), borderValue=0.0)
     pts = np.asarray(landmarks, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
     return crop, pts.astype(np.float32)
+
+
+def zoom_views(image_bgr: np.ndarray, landmarks: np.ndarray, zooms: tuple[float, ...],
+               size: int = 112) -> tuple[np.ndarray, ...]:
+    """Aligned crops at each of ``zooms`` (the test-time views that, with their mirrors,
+    are averaged into one vector; docs/accuracy.md, issue 17)."""
+    return tuple(align_face(image_bgr, landmarks, size, zoom=z)[0] for z in zooms)

@@ -134,10 +134,13 @@ class FakeEmbedder:
 
 
 class FlipAveragingEmbedder:
-    """Test-time flip: embeds each crop and its mirror in one batch and averages them.
+    """Test-time augmentation: a face's vector is the average of the vectors of its crop,
+    the crop's mirror and, where the caller gives them, zoomed crops of the same face and
+    their mirrors (``gate.vision.align.zoom_views``), all in one batch.
 
     Mirroring is the cheapest augmentation that makes a template less sensitive to pose
-    and lighting direction, and it defeats the "mirror the photo" evasion outright.
+    and lighting direction, and it defeats the "mirror the photo" evasion outright; the
+    zoomed views average out how tightly the landmarks framed the face (issue 17).
     """
 
     def __init__(self, base: FaceEmbedder) -> None:
@@ -146,25 +149,40 @@ class FlipAveragingEmbedder:
         self.dim = base.dim
 
     def embed(self, aligned_bgr: Sequence[np.ndarray]) -> np.ndarray:
-        crops = list(aligned_bgr)
-        if not crops:
+        return self.embed_views([[crop] for crop in aligned_bgr])
+
+    def embed_views(self, views: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+        """One vector per face from all its ``views`` (the crop first) and their mirrors."""
+        flat = [crop for face in views for crop in face]
+        if not flat:
             return self.base.embed([])
-        vectors = self.base.embed(crops + [mirror(c) for c in crops])
-        n = len(crops)
-        return l2_normalise(vectors[:n] + vectors[n:])
+        vectors = self.base.embed(flat + [mirror(c) for c in flat])
+        return l2_normalise(_sum_rows(vectors[: len(flat)] + vectors[len(flat):],
+                                      [len(face) for face in views]))
 
     def embed_single(self, aligned_bgr: Sequence[np.ndarray]) -> np.ndarray:
-        """Each crop's own vector, no mirror: the first half of ``embed``, for a caller
-        that asks for the mirror only where it can change an answer (``with_mirror``)."""
+        """Each crop's own vector, nothing averaged in: for a caller that adds the rest
+        only where it can change an answer (``complete``)."""
         return self.base.embed(aligned_bgr)
 
-    def with_mirror(self, aligned_bgr: Sequence[np.ndarray], singles: np.ndarray) -> np.ndarray:
-        """``embed``'s result for crops whose single vectors are already known."""
-        crops = list(aligned_bgr)
-        if not crops:
+    def complete(self, views: Sequence[Sequence[np.ndarray]], singles: np.ndarray
+                 ) -> np.ndarray:
+        """``embed_views``'s result for faces whose crop's own vector (``views[i][0]``) is
+        already known (``singles``): the rest of the views are embedded in one batch."""
+        rest = [[mirror(face[0]), *face[1:], *(mirror(c) for c in face[1:])]
+                for face in views]
+        flat = [crop for face in rest for crop in face]
+        if not flat:
             return self.base.embed([])
         return l2_normalise(np.asarray(singles, np.float32) +
-                            self.base.embed([mirror(c) for c in crops]))
+                            _sum_rows(self.base.embed(flat), [len(face) for face in rest]))
+
+
+def _sum_rows(vectors: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """Consecutive rows of ``vectors`` summed in groups of ``counts``."""
+    ends = np.cumsum(counts)
+    return np.stack([vectors[end - n:end].sum(axis=0) for n, end in zip(counts, ends,
+                                                                         strict=True)])
 
 
 def mirror(crop: np.ndarray) -> np.ndarray:

@@ -255,3 +255,34 @@ def test_faces_embedded_early_on_a_spare_core_read_the_same(tmp_path: Path,
             gate.close()
     assert seen[True] == seen[False]
     assert any(v == "allow" for v, _, _ in seen[True])
+
+
+def test_zoomed_views_complete_to_the_enrolment_vector(tmp_path: Path,
+                                                       faces_dir: Path) -> None:
+    """On real photos: a check embeds the crop alone, and completing it with the deferred
+    mirror and zoomed views (``FaceAnalyzer.completed``) gives exactly the vector an
+    enrolment makes of the same picture; the zoomed views move that vector."""
+    from gate.engine import FaceGate
+
+    photos = _photos(faces_dir, "natural_small", "ben_afflek", 3)
+    vectors: dict[str, list[np.ndarray]] = {}
+    for name, zooms in (("zooms", Settings().zoom_views), ("flip only", ())):
+        gate = FaceGate.open(tmp_path / name.replace(" ", "_"), analysis_cache_items=0,
+                             zoom_views=zooms)
+        try:
+            assert gate.faces.zooms == tuple(zooms)
+            vectors[name] = []
+            for path in photos:
+                [analysis] = gate.faces.analyse([path.read_bytes()])
+                face = max(analysis.faces, key=lambda f: f.size_px)
+                assert face.mirror_deferred and len(face.views) == 1 + len(zooms)
+                completed = gate.faces.completed([face])[0]
+                enrolled = gate.faces.largest_face(path.read_bytes())
+                assert enrolled is not None and not enrolled.views
+                assert float(completed @ enrolled.vector) > 0.9999
+                vectors[name].append(enrolled.vector)
+        finally:
+            gate.close()
+    assert Settings().zoom_views
+    for with_zooms, flip_only in zip(vectors["zooms"], vectors["flip only"], strict=True):
+        assert 0.9 < float(with_zooms @ flip_only) < 0.9999
