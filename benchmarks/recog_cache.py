@@ -52,6 +52,8 @@ class FaceRec:
     quality: float
     sface: np.ndarray  # (2, 128): crop, mirror (raw unit vectors)
     dlib: np.ndarray | None = None  # (1 or 2, 128): chip[, mirror] (unit), with --dlib
+    #: With --zooms: (Z, 2, 128) raw SFace of each zoomed crop and its mirror.
+    zooms: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -70,13 +72,13 @@ def open_gate(tmp: Path, **overrides: Any) -> Any:
     return FaceGate.open(tmp, analysis_cache_items=0, **overrides)
 
 
-def analyse(gate: Any, data: bytes, dlib: Any = None, dlib_mirror: bool = False
-            ) -> list[FaceRec]:
+def analyse(gate: Any, data: bytes, dlib: Any = None, dlib_mirror: bool = False,
+            zooms: tuple[float, ...] = ()) -> list[FaceRec]:
     """The product's decode + detect + align + quality (first frame: the protocol's
     inputs are stills), and raw SFace of crop and mirror; with ``dlib`` (a
     ``DlibEmbedder``) also dlib's descriptor of each face's chip [and its mirror].
     Raises ``InvalidImage``."""
-    from gate.vision.align import align_face
+    from gate.vision.align import align_face, zoom_views
     from gate.vision.quality import face_quality
 
     analyzer = gate.faces  # gate.pipeline.FaceAnalyzer
@@ -100,6 +102,12 @@ def analyse(gate: Any, data: bytes, dlib: Any = None, dlib_mirror: bool = False
             landmarks=f.det.landmarks_array() / s, score=float(f.det.score),
             size_px=float(f.det.size_px / s), quality=float(qualities[i]),
             sface=np.stack([vecs[i], vecs[n + i]]).astype(np.float32)))
+    if zooms:
+        for f, rec in zip(found, out, strict=True):
+            views = zoom_views(decoded.frames[f.frame_pos].pixels, f.det.landmarks_array(),
+                               zooms)
+            v = base.embed(list(views) + [np.ascontiguousarray(c[:, ::-1]) for c in views])
+            rec.zooms = np.stack([v[: len(views)], v[len(views):]], axis=1).astype(np.float32)
     if dlib is not None:
         for f, rec in zip(found, out, strict=True):
             chip = dlib.chip(decoded.frames[f.frame_pos].pixels, f.det.landmarks_array())
@@ -166,10 +174,13 @@ def main() -> int:
     parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--dlib", action="store_true",
                         help="also dlib ResNet descriptors (chip; + mirror for enrolment)")
+    parser.add_argument("--zooms", default="",
+                        help="comma-separated template zooms: also SFace of those crops")
     parser.add_argument("--dlib-mirror", action="store_true",
                         help="with --dlib: the mirror's descriptor for probes too")
     args = parser.parse_args()
     overrides = dict(s.split("=", 1) for s in args.setting)
+    zooms = tuple(float(z) for z in args.zooms.split(",") if z)
     names = resolve(args.transforms)
     args.out.mkdir(parents=True, exist_ok=True)
     roots = discover_sets(args.dir)
@@ -194,7 +205,8 @@ def main() -> int:
                 rec = ImageRec(ref, identity, role, tname)
                 try:
                     rec.faces = analyse(gate, data, dlib,
-                                        dlib_mirror=tname == "enrol" or args.dlib_mirror)
+                                        dlib_mirror=tname == "enrol" or args.dlib_mirror,
+                                        zooms=zooms)
                 except InvalidImage as exc:
                     rec.error = exc.code
                 by_transform.setdefault(tname, []).append(rec)
@@ -204,7 +216,8 @@ def main() -> int:
             path = args.out / f"{args.tag}-{plan.name}.pkl"
             with path.open("wb") as fh:
                 pickle.dump({"meta": meta, "images": by_transform,
-                             "overrides": overrides, "dlib": args.dlib}, fh)
+                             "overrides": overrides, "dlib": args.dlib,
+                             "zooms": zooms}, fh)
             print(f"wrote {path}", file=sys.stderr)
         gate.close()
     return 0

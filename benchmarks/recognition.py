@@ -43,6 +43,15 @@ class Config:
     """What the replay decides with (the engine before issue 17 unless changed)."""
 
     flip: bool = True  # test-time flip at check time (templates are always flip-averaged)
+    #: Zoomed views averaged into enrolment templates; the cache must hold them
+    #: (``recog_cache.py --zooms``).
+    zooms: bool = False
+    #: With ``zooms``: also into a check's vector wherever the mirror is, with the
+    #: zoomed crops' mirrors or without.
+    probe_zooms: bool = True
+    probe_zoom_mirrors: bool = True
+    #: A stricter-protecting match threshold for opted-out subjects (None: ``match``).
+    protected_match: float | None = None
     rule: str = "max"  # per-subject score over its templates: max | top2 | mean
     match_threshold: float = 0.36
     allow_threshold: float = 0.40
@@ -117,8 +126,20 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def face_vector(face: Any, flip: bool) -> np.ndarray:
-    return unit(face.sface[0] + face.sface[1]) if flip else face.sface[0]
+def face_vector(face: Any, flip: bool, zooms: bool = False, zoom_mirrors: bool = True
+                ) -> np.ndarray:
+    """The crop's own vector; with ``flip``, averaged with its mirror's and, with
+    ``zooms``, with every zoomed view the cache holds and their mirrors (the engine's
+    ``zoom_views``; ``recog_cache.py --zooms``)."""
+    if not flip:
+        return face.sface[0]
+    total = face.sface[0] + face.sface[1]
+    if zooms:
+        if face.zooms is None:
+            raise SystemExit("this cache has no zoomed views: recog_cache.py --zooms")
+        total = total + (face.zooms.sum(axis=(0, 1)) if zoom_mirrors
+                         else face.zooms[:, 0].sum(axis=0))
+    return unit(total)
 
 
 @dataclass(slots=True)
@@ -130,6 +151,8 @@ class Gallery:
     templates: list[np.ndarray]  # (K_s, 128) flip-averaged SFace
 
     def scores(self, q: np.ndarray, rule: str) -> np.ndarray:
+        if rule == "centroid":  # cosine to the normalised mean of the subject's templates
+            return np.array([float(unit(t.mean(axis=0)) @ q) for t in self.templates])
         return np.array([subject_score(t @ q, rule) for t in self.templates])
 
 
@@ -148,8 +171,8 @@ def subject_score(sims: np.ndarray, rule: str) -> float:
     raise ValueError(rule)
 
 
-def gallery(data: dict[str, Any], enrol: int, select: Callable[..., list[int]] | None = None
-            ) -> Gallery:
+def gallery(data: dict[str, Any], enrol: int, select: Callable[..., list[int]] | None = None,
+            zooms: bool = False) -> Gallery:
     meta = data["meta"]
     enrol_recs = {r.ref: r for r in data["images"]["enrol"]}
     ids, status, temps = [], [], []
@@ -166,7 +189,7 @@ def gallery(data: dict[str, Any], enrol: int, select: Callable[..., list[int]] |
             continue
         ids.append(identity)
         status.append("protected" if meta["roles"][identity] == "protected" else "consenting")
-        temps.append(np.stack([face_vector(f, True) for f in faces]))
+        temps.append(np.stack([face_vector(f, True, zooms) for f in faces]))
     return Gallery(ids, status, temps)
 
 
@@ -185,7 +208,7 @@ def classify(faces: list[Any], g: Gallery, cfg: Config) -> tuple[str, list[tuple
 def probe_vector(face: Any, g: Gallery, cfg: Config) -> np.ndarray:
     """The vector the engine searches with: flip-averaged, or the crop's own where the
     engine does not embed the mirror."""
-    q = face_vector(face, cfg.flip)
+    q = face_vector(face, cfg.flip, cfg.zooms and cfg.probe_zooms, cfg.probe_zoom_mirrors)
     if cfg.flip and cfg.flip_margin < 2.0 and not mirror_matters(face.sface[0], g, cfg):
         q = face.sface[0]  # the engine does not embed the mirror of this face
     return q
@@ -204,7 +227,12 @@ def read_face(face: Any, scores: np.ndarray, permissive: np.ndarray, order: list
               g: Gallery, cfg: Config) -> tuple[str, str | None]:
     """One face's (identity class, named identity) from its scores to the ``order``ed
     best subjects: thresholds, margins, most restrictive reading, quality gate."""
-    cands = [i for i in order if scores[i] >= cfg.match_threshold]
+    def threshold(i: int) -> float:
+        if cfg.protected_match is not None and g.status[i] == "protected":
+            return cfg.protected_match
+        return cfg.match_threshold
+
+    cands = [i for i in order if scores[i] >= threshold(i)]
     identity, named = "unknown", None
     if cands:
         top = scores[cands[0]]
@@ -265,7 +293,7 @@ def simulate(datasets: list[dict[str, Any]], cfg: Config, enrol: int,
     ``only``, only the probes of those identities are counted (everyone stays enrolled)."""
     result: dict[str, Counts] = {}
     for data in datasets:
-        g = gallery(data, enrol, select)
+        g = gallery(data, enrol, select, cfg.zooms)
         enrolled = set(g.ids)
         for tname, recs in data["images"].items():
             if tname == "enrol" or (transforms and tname not in transforms):
@@ -335,18 +363,23 @@ def clean_probe_faces(data: dict[str, Any], flip: bool = True) -> list[tuple[str
     return out
 
 
-def score_matrix(datasets: list[dict[str, Any]], enrol: int, rule: str, flip: bool = True
+def score_matrix(datasets: list[dict[str, Any]], enrol: int, rule: str, flip: bool = True,
+                 cohort: bool = False, zooms: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per set: probe x subject scores. Returns (scores, probe identity, subject identity,
-    set index per probe) stacked over sets (cross-set pairs are not scored: NaN)."""
+    set index per probe) stacked over sets (cross-set pairs are not scored: NaN). With
+    ``cohort``, each score minus the probe's mean score over the set's other subjects."""
     rows, pids, sids_all, set_of = [], [], [], []
     blocks = []
     for n, data in enumerate(datasets):
-        g = gallery(data, enrol)
+        g = gallery(data, enrol, zooms=zooms)
         faces = clean_probe_faces(data, flip)
         m = np.full((len(faces), len(g.ids)), np.nan)
         for r, (_ident, face) in enumerate(faces):
-            m[r] = g.scores(face_vector(face, flip), rule)
+            m[r] = g.scores(face_vector(face, flip, zooms), rule)
+        if cohort:
+            n_s = m.shape[1]
+            m = m - (m.sum(axis=1, keepdims=True) - m) / (n_s - 1)
         blocks.append((m, [i for i, _ in faces], g.ids, n))
     total_s = sum(len(b[2]) for b in blocks)
     col = 0
@@ -401,10 +434,11 @@ def held_out(scores: np.ndarray, pid: np.ndarray, sid: np.ndarray, far: float,
 
 
 # -- flip test-time augmentation only where it can matter -------------------------------------
-def _probe_faces(datasets: list[dict[str, Any]], enrol: int) -> Iterator[tuple[Any, Any]]:
+def _probe_faces(datasets: list[dict[str, Any]], enrol: int, zooms: bool = False
+                 ) -> Iterator[tuple[Any, Any]]:
     """(gallery, face) for every face of every probe, every transform (not the enrolment)."""
     for data in datasets:
-        g = gallery(data, enrol)
+        g = gallery(data, enrol, zooms=zooms)
         for tname, recs in data["images"].items():
             if tname == "enrol":
                 continue
@@ -413,11 +447,11 @@ def _probe_faces(datasets: list[dict[str, Any]], enrol: int) -> Iterator[tuple[A
                     yield g, f
 
 
-def flip_deltas(datasets: list[dict[str, Any]], enrol: int) -> np.ndarray:
-    """|flip-averaged score - single-crop score| over every face, subject, transform."""
-    return np.concatenate([np.abs(g.scores(face_vector(f, True), "max") -
+def flip_deltas(datasets: list[dict[str, Any]], enrol: int, zooms: bool = False) -> np.ndarray:
+    """|averaged score - single-crop score| over every face, subject, transform."""
+    return np.concatenate([np.abs(g.scores(face_vector(f, True, zooms), "max") -
                                   g.scores(f.sface[0], "max"))
-                           for g, f in _probe_faces(datasets, enrol)])
+                           for g, f in _probe_faces(datasets, enrol, zooms)])
 
 
 # -- studies ------------------------------------------------------------------------------
@@ -454,6 +488,29 @@ def study_rules(data: list[dict[str, Any]]) -> None:
             print(f"| {k} | {rule} | {lo['thr_all']} / {lo['thr_cal']} | {lo['tar_held']} | "
                   f"{lo['far_held']:.2e} | {hi['thr_all']} / {hi['thr_cal']} | "
                   f"{hi['tar_held']} | {hi['far_held']:.2e} |")
+
+
+def study_scoring(data: list[dict[str, Any]]) -> None:
+    """Scores over K templates: best template, top-2 mean, the subject's centroid; each
+    raw and cohort-normalised (minus the probe's mean over the set's other enrolled
+    subjects). Held-out TAR at the impostor rates of 0.36 / 0.40 (1 template, raw)."""
+    print("\n### Subject scores: best, top-2, centroid; raw and cohort-normalised\n")
+    base = score_matrix(data, 1, "max")
+    same = base[1][:, None] == base[2][None, :]
+    valid = ~np.isnan(base[0])
+    far_m = float(np.mean(base[0][valid & ~same] >= 0.36))
+    far_a = float(np.mean(base[0][valid & ~same] >= 0.40))
+    print("| K | score | cohort | TAR held @FAR(0.36) | FAR held | TAR held @FAR(0.40) "
+          "| FAR held |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for k in (1, 3):
+        for rule in (("max",) if k == 1 else ("max", "top2", "centroid")):
+            for cohort in (False, True):
+                m = score_matrix(data, k, rule, cohort=cohort)
+                lo = held_out(m[0], m[1], m[2], far_m)
+                hi = held_out(m[0], m[1], m[2], far_a)
+                print(f"| {k} | {rule} | {'yes' if cohort else 'no'} | {lo['tar_held']} | "
+                      f"{lo['far_held']:.2e} | {hi['tar_held']} | {hi['far_held']:.2e} |")
 
 
 def calibrated(data: list[dict[str, Any]], k: int, rule: str) -> tuple[float, float]:
@@ -495,7 +552,7 @@ def verdicts(datasets: list[dict[str, Any]], cfg: Config, enrol: int) -> list[An
     """Every probe's (verdict, readings) in a fixed order, every transform."""
     out = []
     for data in datasets:
-        g = gallery(data, enrol)
+        g = gallery(data, enrol, zooms=cfg.zooms)
         for tname, recs in data["images"].items():
             if tname != "enrol":
                 out += [classify(rec.faces, g, cfg) for rec in recs if rec.error is None]
@@ -529,7 +586,8 @@ def study_flipband(data: list[dict[str, Any]], ts: list[str]) -> None:
     print(table(res, ts))
 
 
-def study_heldout(data: list[dict[str, Any]], ts: list[str], seeds: range = range(5)) -> None:
+def study_heldout(data: list[dict[str, Any]], ts: list[str], seeds: range = range(5),
+                  base: Config = RECOMMENDED) -> None:
     """The default rules with every threshold chosen on the other half of the identities.
 
     The rule that gives today's thresholds on all the data: each threshold sits at the
@@ -538,20 +596,25 @@ def study_heldout(data: list[dict[str, Any]], ts: list[str], seeds: range = rang
     thresholds are chosen at those impostor rates on pairs within one half, and the
     protocol is replayed counting only the other half's probes (everyone stays enrolled:
     none of those probes' pairs was seen by the calibration), then the other way round.
-    Both folds of every seed are summed: each probe is judged once per seed.
+    Both folds of every seed are summed: each probe is judged once per seed. With zoomed
+    views (``base.zooms``) the impostor rates stay those of the crop and its mirror, so
+    that both are judged at the same rates.
     """
-    print("\n### Held-out thresholds (identity halves, both folds summed)\n")
+    views = " with zoomed views" if base.zooms else ""
+    print(f"\n### Held-out thresholds (identity halves, both folds summed){views}\n")
     scores, pid, sid, _ = score_matrix(data, 1, "max")
     same = pid[:, None] == sid[None, :]
     valid = ~np.isnan(scores)
     imp_all = scores[valid & ~same]
     fars = {t: float(np.mean(imp_all >= t)) for t in (0.36, 0.40, 0.45)}
+    if base.zooms:
+        scores = score_matrix(data, 1, "max", zooms=True)[0]
     print("impostor rate per pair on all data: " +
           ", ".join(f"{t}: {f:.2e}" for t, f in fars.items()))
     ids = np.concatenate([pid, sid])
     res: dict[str, dict[str, Counts]] = {}
     for e in (1, 3):
-        res[f"{e}: all-data thresholds"] = simulate(data, RECOMMENDED, e)
+        res[f"{e}: all-data thresholds"] = simulate(data, base, e)
         held: dict[str, Counts] = {}
         chosen = []
         for seed in seeds:
@@ -563,7 +626,7 @@ def study_heldout(data: list[dict[str, Any]], ts: list[str], seeds: range = rang
                 imp = scores[valid & pc[:, None] & sc[None, :] & ~same]
                 m, a, q = (threshold_for(imp, fars[t]) for t in (0.36, 0.40, 0.45))
                 chosen.append((m, a, q))
-                cfg = replace(RECOMMENDED, match_threshold=m, allow_threshold=max(a, m),
+                cfg = replace(base, match_threshold=m, allow_threshold=max(a, m),
                               poor_allow_threshold=max(q, a, m))
                 for t, c in simulate(data, cfg, e, only=test).items():
                     held.setdefault(t, Counts()).add(c)
@@ -573,6 +636,50 @@ def study_heldout(data: list[dict[str, Any]], ts: list[str], seeds: range = rang
               f"{arr[:, 0].max():.3f}), allow {arr[:, 1].mean():.3f} ({arr[:, 1].min():.3f}-"
               f"{arr[:, 1].max():.3f}), poor {arr[:, 2].mean():.3f} ({arr[:, 2].min():.3f}-"
               f"{arr[:, 2].max():.3f})")
+    print(table(res, ts))
+
+
+def study_zooms(data: list[dict[str, Any]], ts: list[str]) -> None:
+    """Zoomed test-time views (the engine's ``zoom_views``) against the crop and its
+    mirror only, same thresholds; and their band (``flip_margin``) against averaging
+    every face's views."""
+    print("\n### Zoomed test-time views (zoom_views), same thresholds\n")
+    zoomed = replace(RECOMMENDED, zooms=True)
+    for e in (1, 3):
+        d = flip_deltas(data, e, zooms=True)
+        print(f"enrol {e}: |averaged - single| over {d.size} face-subject scores: "
+              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
+              f"max {d.max():.4f}")
+    res: dict[str, dict[str, Counts]] = {}
+    for e in (1, 3):
+        res[f"{e}: flip only (before)"] = simulate(data, replace(RECOMMENDED, flip_margin=0.08),
+                                                   e)
+        res[f"{e}: zooms, every face"] = simulate(data, zoomed, e)
+        always = verdicts(data, zoomed, e)
+        for margin in (0.08, 0.10):
+            cfg = replace(zoomed, flip_margin=margin)
+            asked = total = 0
+            for g, f in _probe_faces(data, e, zooms=True):
+                total += 1
+                asked += int(mirror_matters(f.sface[0], g, cfg))
+            changed = sum(a != b for a, b in zip(always, verdicts(data, cfg, e), strict=True))
+            print(f"enrol {e}, margin {margin}: {asked}/{total} faces "
+                  f"({100 * asked / total:.1f} %) get the other views; {changed}/{len(always)} "
+                  "probes read differently from averaging every face's views")
+            res[f"{e}: zooms, margin {margin}"] = simulate(data, cfg, e)
+    print(table(res, ts))
+
+
+def study_protect(data: list[dict[str, Any]], ts: list[str]) -> None:
+    """A lower match threshold for opted-out ("protect me") subjects only: what it does
+    to protected-not-recognised, and what it costs (false-block, wrong subject)."""
+    print("\n### A lower match threshold for opted-out subjects (zoomed views)\n")
+    zoomed = replace(RECOMMENDED, zooms=True, flip_margin=0.10)
+    res: dict[str, dict[str, Counts]] = {}
+    for e in (1, 3):
+        for t in (None, 0.34, 0.32):
+            res[f"{e}: protected at {t or 0.36}"] = simulate(
+                data, replace(zoomed, protected_match=t), e)
     print(table(res, ts))
 
 
@@ -594,7 +701,8 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/recog-cache"),
                         help="where benchmarks/recog_cache.py wrote its arrays (--out)")
     parser.add_argument("--study", default="engine",
-                        help="engine,rules,thresholds,flipband,heldout,recommended or all")
+                        help="engine,rules,scoring,thresholds,flipband,heldout,recommended,zooms,"
+                        "heldout_zooms or all")
     parser.add_argument("--transforms", default="key", help="'key', 'all' or names")
     args = parser.parse_args()
     data = load(args.tag, args.cache)
@@ -605,7 +713,12 @@ def main() -> int:
     for name in studies:
         if name == "rules":
             study_rules(data)
-        elif name in ("engine", "thresholds", "flipband", "heldout", "recommended"):
+        elif name == "scoring":
+            study_scoring(data)
+        elif name == "heldout_zooms":
+            study_heldout(data, ts, base=replace(RECOMMENDED, zooms=True))
+        elif name in ("engine", "thresholds", "flipband", "heldout", "recommended", "zooms",
+                      "protect"):
             globals()[f"study_{name}"](data, ts)
         else:
             raise SystemExit(f"unknown study {name!r}")
