@@ -10,9 +10,11 @@ quality gate, ``permissive_rule``, ``poor_quality_allow_threshold``) and the def
 policy for face swaps: with the same detections it gives the false-allow, "protected not
 recognised", false-block and wrong-subject counts of ``benchmarks/efficacy.py``
 (docs/accuracy.md compares them). ``Config()`` is the engine before issue 17 (best
-template, no poor-quality reading); ``RECOMMENDED`` is today's default.
+template, no poor-quality reading); ``RECOMMENDED`` the rules of issue 17's first two
+rounds (crop + mirror); ``DEFAULT`` today's engine default (zoomed views, band 0.12),
+which needs a cache made with ``recog_cache.py --zooms 0.9,1.1``.
 
-    .venv/bin/python benchmarks/recognition.py --tag base --study all
+    .venv/bin/python benchmarks/recognition.py --tag zoom --study all
 
 (The dlib second-opinion study of the research branch ``recog-research`` needs dlib
 descriptors in the cache and is not ported; dlib is not installed here, and
@@ -71,6 +73,9 @@ class Config:
 #: The recognition rules recommended in docs/accuracy.md (issue 17) and now the
 #: defaults: ``permissive_rule="top2"``, ``poor_quality_allow_threshold=0.45``.
 RECOMMENDED = Config(rule="hybrid", poor_allow_threshold=0.45, name="recommended")
+#: The engine's defaults today: ``RECOMMENDED`` with zoomed test-time views
+#: (``zoom_views`` 0.9 / 1.1) and their band (``flip_margin`` 0.12); issue 17, third round.
+DEFAULT = replace(RECOMMENDED, zooms=True, flip_margin=0.12, name="default")
 
 
 @dataclass(slots=True)
@@ -460,7 +465,8 @@ KEY_TRANSFORMS = ["clean", "hflip", "rot90", "rot180", "rot30", "shrink32", "eye
 
 
 def study_engine(data: list[dict[str, Any]], ts: list[str]) -> None:
-    res = {f"engine, {e} photo{'s' if e > 1 else ''}": simulate(data, RECOMMENDED, e)
+    cfg = DEFAULT if data[0].get("zooms") else RECOMMENDED  # a cache without zooms: before
+    res = {f"engine, {e} photo{'s' if e > 1 else ''}": simulate(data, cfg, e)
            for e in (1, 3)}
     print("\n### Replay of the engine (default settings)\n")
     print(table(res, ts))
@@ -709,7 +715,8 @@ def main() -> int:
     ts = transforms_of(data) if args.transforms == "all" else (
         KEY_TRANSFORMS if args.transforms == "key" else args.transforms.split(","))
     studies = args.study.split(",") if args.study != "all" else [
-        "engine", "rules", "thresholds", "flipband", "heldout", "recommended"]
+        "engine", "rules", "scoring", "thresholds", "flipband", "heldout", "recommended",
+        "zooms", "heldout_zooms", "protect"]
     for name in studies:
         if name == "rules":
             study_rules(data)
