@@ -11,7 +11,8 @@ liveness bursts and consent requests (``analyse_still``), and the evaluation too
 Decode limits come from ``Settings`` in one place (``limits_from_settings``). Analyses of
 byte-identical images are cached (sha256 key, short TTL; boxes, quality, vectors, ages,
 and on the check path the aligned 112x112 crops whose other test-time views are
-deferred; never whole images and never decisions), and the cache is emptied by erasure.
+deferred, at most ``MAX_CACHED_CROP_BYTES`` of them per image; never whole images and
+never decisions), and the cache is emptied by erasure.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ Point = tuple[float, float]
 #: Embeddings started early on a spare core: (image, frame position, detection) -> the
 #: batch's future and the face's row in it.
 _Early = dict[tuple[int, int, Detection], tuple["Future[np.ndarray]", int]]
+#: Most bytes of aligned crops (deferred test-time views) one cached analysis may hold:
+#: an image with more faces is analysed again when it is sent again, so the cache's
+#: pixels stay under ``analysis_cache_items`` MiB whatever the images hold.
+MAX_CACHED_CROP_BYTES = 1 << 20
 
 
 # -- staged values ----------------------------------------------------------------------
@@ -402,7 +407,7 @@ class FaceAnalyzer:
             return found
 
     def _store(self, key: str, analysis: ImageAnalysis) -> None:
-        if self._cache is not None:
+        if self._cache is not None and cacheable(analysis):
             with self._cache_lock:
                 self._cache[key] = analysis
 
@@ -419,6 +424,12 @@ class FaceAnalyzer:
         with self._cache_lock:
             self._cache.expire()
             return len(self._cache)
+
+
+def cacheable(analysis: ImageAnalysis) -> bool:
+    """Whether the analysis cache may keep ``analysis`` (``MAX_CACHED_CROP_BYTES``)."""
+    held = sum(view.nbytes for face in analysis.faces for view in face.views)
+    return held <= MAX_CACHED_CROP_BYTES
 
 
 def _align(pixels: np.ndarray, found: FoundFace, zooms: tuple[float, ...] = ()

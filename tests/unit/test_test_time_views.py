@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from gate.pipeline import MAX_CACHED_CROP_BYTES, AnalysedFace, ImageAnalysis, cacheable
 from gate.settings import Settings
 from gate.vision.align import ARCFACE_TEMPLATE, align_face, zoom_views
 from gate.vision.embed import FakeEmbedder, FlipAveragingEmbedder, mirror
@@ -71,3 +72,21 @@ def test_zoom_views_setting_is_bounded(zooms: tuple[float, ...]) -> None:
 
 def test_zoom_views_can_be_switched_off() -> None:
     assert Settings(zoom_views=()).zoom_views == ()
+
+
+def _analysis(faces: int, views: int) -> ImageAnalysis:
+    crop = np.zeros((112, 112, 3), np.uint8)
+    face = AnalysedFace(frame_index=0, bbox_px=(0.0, 0.0, 10.0, 10.0), landmarks_px=(),
+                        det_score=0.9, size_px=10.0, quality=0.5,
+                        vector=np.ones(4, np.float32), views=(crop,) * views)
+    return ImageAnalysis(faces=(face,) * faces, with_age=False)
+
+
+def test_the_cache_keeps_no_more_than_a_mebibyte_of_crops_per_image() -> None:
+    """Deferred views are pixels held in memory: an image with many faces is analysed
+    again when sent again rather than cached with all its crops."""
+    per_face = 3 * 112 * 112 * 3
+    fits = MAX_CACHED_CROP_BYTES // per_face
+    assert cacheable(_analysis(fits, 3))
+    assert not cacheable(_analysis(fits + 1, 3))
+    assert cacheable(_analysis(500, 0))  # final vectors only: no pixels held
