@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     #: factors (``gate.vision.align.zoom_views``), and the vectors of every view and its
     #: mirror are averaged: on real faces this raised genuine similarities and lowered
     #: impostor ones at the same thresholds (issue 17, docs/accuracy.md). Empty: the crop
-    #: and its mirror only.
+    #: and its mirror only (as with ``batch_window_ms``, whose micro-batched embedder
+    #: averages the crop and its mirror and embeds every face's mirror).
     zoom_views: tuple[Annotated[float, Field(ge=0.8, le=1.25)], ...] = Field(
         default=(0.9, 1.1), max_length=4)
     #: With ``flip_tta``, a check embeds a face's mirror and zoomed views only when the
