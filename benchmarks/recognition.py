@@ -565,30 +565,47 @@ def verdicts(datasets: list[dict[str, Any]], cfg: Config, enrol: int) -> list[An
     return out
 
 
+def _print_deltas(data: list[dict[str, Any]], zooms: bool, what: str) -> None:
+    """How far the averaged similarity strays from the single crop's (every face, subject,
+    transform; 1 and 3 enrolment photos)."""
+    for e in (1, 3):
+        d = flip_deltas(data, e, zooms)
+        print(f"enrol {e}: |{what} - single| over {d.size} face-subject scores: "
+              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
+              f"max {d.max():.4f}")
+
+
+def _band(data: list[dict[str, Any]], full: Config, e: int, margins: tuple[float, ...],
+          what: str) -> dict[str, Counts]:
+    """The band (``flip_margin``) against ``full`` (every face averaged): per margin, the
+    share of faces that get ``what`` and the readings that differ; counts per margin."""
+    always = verdicts(data, full, e)
+    out = {}
+    for margin in margins:
+        cfg = replace(full, flip_margin=margin)
+        asked = total = 0
+        for g, f in _probe_faces(data, e, full.zooms):
+            total += 1
+            asked += int(mirror_matters(f.sface[0], g, cfg))
+        changed = sum(a != b for a, b in zip(always, verdicts(data, cfg, e), strict=True))
+        print(f"enrol {e}, margin {margin}: {asked}/{total} faces "
+              f"({100 * asked / total:.1f} %) get {what}; {changed}/{len(always)} "
+              "probes read differently from averaging every face")
+        out[f"margin {margin}"] = simulate(data, cfg, e)
+    return out
+
+
 def study_flipband(data: list[dict[str, Any]], ts: list[str]) -> None:
     """The engine's test-time flip band (``flip_margin``) against flipping every face."""
     print("\n### Test-time flip only where it can change a reading (flip_margin)\n")
-    for e in (1, 3):
-        d = flip_deltas(data, e)
-        print(f"enrol {e}: |flip-averaged - single| over {d.size} face-subject scores: "
-              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
-              f"max {d.max():.4f}")
+    _print_deltas(data, False, "flip-averaged")
     res: dict[str, dict[str, Counts]] = {}
     for e in (1, 3):
-        always = verdicts(data, RECOMMENDED, e)
         res[f"{e}: always"] = simulate(data, RECOMMENDED, e)
         res[f"{e}: never"] = simulate(data, replace(RECOMMENDED, flip=False), e)
-        for margin in (0.08, 0.05, 0.0):
-            cfg = replace(RECOMMENDED, flip_margin=margin)
-            asked = total = 0
-            for g, f in _probe_faces(data, e):
-                total += 1
-                asked += int(mirror_matters(f.sface[0], g, cfg))
-            changed = sum(a != b for a, b in zip(always, verdicts(data, cfg, e), strict=True))
-            print(f"enrol {e}, margin {margin}: {asked}/{total} faces "
-                  f"({100 * asked / total:.1f} %) get the mirror; {changed}/{len(always)} "
-                  "probes read differently from flipping every face")
-            res[f"{e}: margin {margin}"] = simulate(data, cfg, e)
+        for name, counts in _band(data, RECOMMENDED, e, (0.08, 0.05, 0.0),
+                                  "the mirror").items():
+            res[f"{e}: {name}"] = counts
     print(table(res, ts))
 
 
@@ -651,28 +668,15 @@ def study_zooms(data: list[dict[str, Any]], ts: list[str]) -> None:
     every face's views."""
     print("\n### Zoomed test-time views (zoom_views), same thresholds\n")
     zoomed = replace(RECOMMENDED, zooms=True)
-    for e in (1, 3):
-        d = flip_deltas(data, e, zooms=True)
-        print(f"enrol {e}: |averaged - single| over {d.size} face-subject scores: "
-              f"p99 {np.percentile(d, 99):.4f}, p99.9 {np.percentile(d, 99.9):.4f}, "
-              f"max {d.max():.4f}")
+    _print_deltas(data, True, "averaged")
     res: dict[str, dict[str, Counts]] = {}
     for e in (1, 3):
         res[f"{e}: flip only (before)"] = simulate(data, replace(RECOMMENDED, flip_margin=0.08),
                                                    e)
         res[f"{e}: zooms, every face"] = simulate(data, zoomed, e)
-        always = verdicts(data, zoomed, e)
-        for margin in (0.08, 0.10):
-            cfg = replace(zoomed, flip_margin=margin)
-            asked = total = 0
-            for g, f in _probe_faces(data, e, zooms=True):
-                total += 1
-                asked += int(mirror_matters(f.sface[0], g, cfg))
-            changed = sum(a != b for a, b in zip(always, verdicts(data, cfg, e), strict=True))
-            print(f"enrol {e}, margin {margin}: {asked}/{total} faces "
-                  f"({100 * asked / total:.1f} %) get the other views; {changed}/{len(always)} "
-                  "probes read differently from averaging every face's views")
-            res[f"{e}: zooms, margin {margin}"] = simulate(data, cfg, e)
+        for name, counts in _band(data, zoomed, e, (0.08, 0.10, 0.12),
+                                  "the other views").items():
+            res[f"{e}: zooms, {name}"] = counts
     print(table(res, ts))
 
 
@@ -680,12 +684,11 @@ def study_protect(data: list[dict[str, Any]], ts: list[str]) -> None:
     """A lower match threshold for opted-out ("protect me") subjects only: what it does
     to protected-not-recognised, and what it costs (false-block, wrong subject)."""
     print("\n### A lower match threshold for opted-out subjects (zoomed views)\n")
-    zoomed = replace(RECOMMENDED, zooms=True, flip_margin=0.10)
     res: dict[str, dict[str, Counts]] = {}
     for e in (1, 3):
         for t in (None, 0.34, 0.32):
             res[f"{e}: protected at {t or 0.36}"] = simulate(
-                data, replace(zoomed, protected_match=t), e)
+                data, replace(DEFAULT, protected_match=t), e)
     print(table(res, ts))
 
 
