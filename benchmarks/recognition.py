@@ -804,6 +804,58 @@ def study_zoomsets(data: list[dict[str, Any]], ts: list[str]) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def study_kmore(data: list[dict[str, Any]], ts: list[str], seed: int = 0) -> None:
+    """More than 3 templates per person. The protocol enrols 3 photos, so the extra
+    templates are other clean probes of the same person (leave-one-out: never the probe
+    itself). Pair level, today's thresholds and rules (``DEFAULT`` vectors): a genuine
+    pair reads permissive when its best template reaches ``match`` and its top-2 mean
+    ``allow``; impostor rates are over every other person's clean probes."""
+    print("\n### More templates per person (leave-one-out, clean probes, pairs)\n")
+    print("| templates | genuine not read permissive | impostor best >= match "
+          "| impostor permissive >= allow |")
+    print("|---:|---:|---:|---:|")
+    cfg = DEFAULT
+    rng = np.random.default_rng(seed)
+    for k in (1, 2, 3, 4, 5, 6):
+        gen_ok = gen_n = imp_best = imp_perm = imp_n = 0
+        for d in data:
+            enrol = {r.ref: r for r in d["images"]["enrol"]}
+            probes: dict[str, list[np.ndarray]] = {}
+            for rec in d["images"]["clean"]:
+                if rec.role != "stranger" and len(rec.faces) == 1 \
+                        and rec.faces[0].size_px >= cfg.min_face_px:
+                    probes.setdefault(rec.identity, []).append(face_vector(rec.faces[0], True,
+                                                                           True))
+            base = {i: [face_vector(enrol[r].faces[0], True, True) for r in refs
+                        if len(enrol[r].faces) == 1]
+                    for i, refs in d["meta"]["enrolment"].items()}
+            for i, own in probes.items():
+                if len(own) < 4 or len(base.get(i, [])) < 3:
+                    continue
+
+                def read(temps: list[np.ndarray], q: np.ndarray) -> tuple[bool, bool]:
+                    sims = np.sort(np.stack(temps) @ q)[::-1]
+                    return (bool(sims[0] >= cfg.match_threshold),
+                            bool(sims[:2].mean() >= cfg.allow_threshold))
+
+                for j, q in enumerate(own):
+                    rest = [own[n] for n in rng.permutation(len(own)) if n != j]
+                    best, perm = read(base[i][:k] + rest[: max(0, k - 3)], q)
+                    gen_n += 1
+                    gen_ok += int(best and perm)
+                temps = base[i][:k] + own[: max(0, k - 3)]
+                for o, theirs in probes.items():
+                    if o == i:
+                        continue
+                    for q in theirs:
+                        best, perm = read(temps, q)
+                        imp_n += 1
+                        imp_best += int(best)
+                        imp_perm += int(perm)
+        print(f"| {k} | {100 * (1 - gen_ok / gen_n):.1f} % of {gen_n} | "
+              f"{imp_best / imp_n:.1e} | {imp_perm / imp_n:.1e} of {imp_n} |")
+
+
 def study_recommended(data: list[dict[str, Any]], ts: list[str]) -> None:
     """Engine today vs the recommended rules, 1 and 3 enrolment photos, every transform."""
     print("\n### Recommended (default) rules vs the rules before (replay, same detections)\n")
@@ -823,7 +875,7 @@ def main() -> int:
                         help="where benchmarks/recog_cache.py wrote its arrays (--out)")
     parser.add_argument("--study", default="engine",
                         help="engine,rules,scoring,thresholds,flipband,heldout,recommended,zooms,"
-                        "heldout_zooms,protect,cohort,margin, zoomsets (--tag zmany) or all")
+                        "heldout_zooms,protect,cohort,margin,kmore, zoomsets (--tag zmany) or all")
     parser.add_argument("--transforms", default="key", help="'key', 'all' or names")
     args = parser.parse_args()
     data = load(args.tag, args.cache)
@@ -831,7 +883,7 @@ def main() -> int:
         KEY_TRANSFORMS if args.transforms == "key" else args.transforms.split(","))
     studies = args.study.split(",") if args.study != "all" else [
         "engine", "rules", "scoring", "thresholds", "flipband", "heldout", "recommended",
-        "zooms", "heldout_zooms", "protect", "cohort", "margin"]
+        "zooms", "heldout_zooms", "protect", "cohort", "margin", "kmore"]
     for name in studies:
         if name == "rules":
             study_rules(data)
@@ -840,7 +892,7 @@ def main() -> int:
         elif name == "heldout_zooms":
             study_heldout(data, ts, base=replace(RECOMMENDED, zooms=True))
         elif name in ("engine", "thresholds", "flipband", "heldout", "recommended", "zooms",
-                      "protect", "cohort", "margin", "zoomsets"):
+                      "protect", "cohort", "margin", "zoomsets", "kmore"):
             globals()[f"study_{name}"](data, ts)
         else:
             raise SystemExit(f"unknown study {name!r}")
