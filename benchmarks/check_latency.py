@@ -49,6 +49,20 @@ def one_face_jpeg(side: int = 1024) -> bytes:
     return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
+def small_faces_jpeg(count: int = 12, tile_px: int = 110) -> bytes:
+    """``count`` copies of the one-face photo shrunk to ``tile_px`` (its face ~20 px) on
+    a 1024x768 canvas: a crowd of faces below the second look's 40 px."""
+    from gate.demo import demo_photos
+
+    canvas = np.full((768, 1024, 3), 128, dtype=np.uint8)
+    tile = cv2.resize(cv2.imread(str(demo_photos()["ada"])), (tile_px, tile_px),
+                      interpolation=cv2.INTER_AREA)
+    for i in range(count):
+        y, x = 60 + (i // 6) * 300, 30 + (i % 6) * 165
+        canvas[y:y + tile_px, x:x + tile_px] = tile
+    return cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
 def phone_photo() -> bytes:
     """A 4000x3000 JPEG with a real face in it (textured background)."""
     from gate.demo import demo_photos
@@ -216,6 +230,27 @@ def bench_check(iterations: int, variants: dict[str, dict[str, Any]] | None = No
     return out
 
 
+def bench_small_faces(iterations: int) -> dict[str, Any]:
+    """What the small-face second look costs on an image of 12 faces of ~20 px (new bytes
+    on every call): default (second look below 40 px, at most 8 faces) and off."""
+    from gate.engine import FaceGate
+
+    out: dict[str, Any] = {}
+    fresh = Fresh(small_faces_jpeg())
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in (("default", {}), ("second_look_off",
+                                              {"small_face_second_look_px": 0})):
+            gate = FaceGate.open(Path(tmp) / name, **extra)
+            _enrol_others(gate)
+            out[name] = {**percentiles(timed(lambda g=gate: g.check(_request(fresh())),
+                                             iterations)),
+                         "faces": len(gate.check(_request(fresh())).faces)}
+            gate.close()
+    out["second_look_cost_p50_ms"] = round(out["default"]["p50"]
+                                           - out["second_look_off"]["p50"], 2)
+    return out
+
+
 def bench_one_core(naive: Naive, fresh: Fresh, iterations: int) -> dict[str, Any]:
     """The work of one check: both pipelines on one core (OpenCV one thread, the gate's
     passes in turn). No scheduling on ``cores`` cores can bring a check below this work
@@ -353,6 +388,7 @@ def main() -> None:
                           (p.split("=", 1) for p in pairs.split(",") if p)}
     report: dict[str, Any] = {} if args.only_threads else {
         "check_1024_one_face": bench_check(args.iterations, variants),
+        "check_12_small_faces": bench_small_faces(args.iterations),
         "phone_photo_4000x3000": bench_phone_photo(), "startup": bench_startup()}
     if not args.skip_threads or args.only_threads:
         report["throughput_512"] = bench_threads()

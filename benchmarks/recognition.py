@@ -856,6 +856,19 @@ def study_kmore(data: list[dict[str, Any]], ts: list[str], seed: int = 0) -> Non
               f"{imp_best / imp_n:.1e} | {imp_perm / imp_n:.1e} of {imp_n} |")
 
 
+def study_compare(data: list[dict[str, Any]], other: list[dict[str, Any]], name: str,
+                  other_name: str) -> None:
+    """Today's rules (``DEFAULT``) on two caches made with different pipeline settings
+    (``recog_cache.py --setting``), on the transforms both hold."""
+    print(f"\n### {name} against {other_name} (DEFAULT rules)\n")
+    ts = [t for t in transforms_of(other) if t in transforms_of(data)]
+    res: dict[str, dict[str, Counts]] = {}
+    for e in (1, 3):
+        res[f"{e}: {name}"] = simulate(data, DEFAULT, e, ts)
+        res[f"{e}: {other_name}"] = simulate(other, DEFAULT, e, ts)
+    print(table(res, ts))
+
+
 def study_recommended(data: list[dict[str, Any]], ts: list[str]) -> None:
     """Engine today vs the recommended rules, 1 and 3 enrolment photos, every transform."""
     print("\n### Recommended (default) rules vs the rules before (replay, same detections)\n")
@@ -875,8 +888,11 @@ def main() -> int:
                         help="where benchmarks/recog_cache.py wrote its arrays (--out)")
     parser.add_argument("--study", default="engine",
                         help="engine,rules,scoring,thresholds,flipband,heldout,recommended,zooms,"
-                        "heldout_zooms,protect,cohort,margin,kmore, zoomsets (--tag zmany) or all")
+                        "heldout_zooms,protect,cohort,margin,kmore, zoomsets (--tag zmany), "
+                        "compare (--against TAG) or all")
     parser.add_argument("--transforms", default="key", help="'key', 'all' or names")
+    parser.add_argument("--against", metavar="TAG",
+                        help="study compare: the other cache (made with other settings)")
     args = parser.parse_args()
     data = load(args.tag, args.cache)
     ts = transforms_of(data) if args.transforms == "all" else (
@@ -889,6 +905,10 @@ def main() -> int:
             study_rules(data)
         elif name == "scoring":
             study_scoring(data)
+        elif name == "compare":
+            if not args.against:
+                raise SystemExit("study compare needs --against TAG")
+            study_compare(data, load(args.against, args.cache), args.tag, args.against)
         elif name == "heldout_zooms":
             study_heldout(data, ts, base=replace(RECOMMENDED, zooms=True))
         elif name in ("engine", "thresholds", "flipband", "heldout", "recommended", "zooms",

@@ -102,6 +102,11 @@ class OrientationRobustDetector:
         #: re-detected in an upscaled patch around them (``_refine``), for tighter
         #: landmarks. 0: off.
         self.second_look_below_px = second_look_below_px
+        #: A second look runs the orientation check's detector (``checker``, YuNet at
+        #: 320 px) on a ``checker_px`` patch (the face fills about a third of it); at
+        #: most this many faces of one image get one (the first found; the rest keep
+        #: their landmarks), so a crowd of tiny faces costs a bounded number of passes.
+        self.second_look_max_faces = 8
         #: A turned cell must beat the face's own orientation by this much.
         self.orient_margin = 0.0
         #: Run the orientation mosaic on a spare core while the upright pass runs on
@@ -131,13 +136,20 @@ class OrientationRobustDetector:
         if factor != 1.0:
             first = [_scaled(d, factor) for d in first]
         found: list[Detection] = []
+        looks = 0
         for det in first:
             for round_ in range(self.refine_rounds):
                 tilted = abs(roll_degrees(det)) > self.refine_roll_degrees
-                small_face = round_ == 0 and det.size_px < self.second_look_below_px
+                small_face = (round_ == 0 and det.size_px < self.second_look_below_px
+                              and looks < self.second_look_max_faces)
                 if not (tilted or small_face):
                     break
-                refined = self._refine(image_bgr, det)
+                if tilted:
+                    refined = self._refine(image_bgr, det)
+                else:
+                    looks += 1
+                    refined = self._refine(image_bgr, det, size=self.checker_px,
+                                           detector=self.checker)
                 if refined is None:
                     break
                 det = refined
@@ -230,7 +242,8 @@ class OrientationRobustDetector:
                     score=max(det.score, turned.score)))
         return _merge_same_faces(out, self.iou_duplicate)
 
-    def _refine(self, image: np.ndarray, det: Detection) -> Detection | None:
+    def _refine(self, image: np.ndarray, det: Detection, *, size: int | None = None,
+                detector: FaceDetector | None = None) -> Detection | None:
         """The same face re-detected upright, centred and at full resolution.
 
         A face found rotated (in a mosaic cell, or tilted in the upright pass) was seen
@@ -241,13 +254,16 @@ class OrientationRobustDetector:
         stands upright in the middle of a detector-sized patch, the detector runs once
         more, and its landmarks are mapped back. ``None`` when the patch yields no
         plausible face. The detector under-reports the roll of a tilted face (a 35 degree
-        tilt reads as 10-20 degrees), so a second round may follow.
+        tilt reads as 10-20 degrees), so a second round may follow. ``size`` and
+        ``detector``: the patch side and what runs on it (default ``canvas_px`` and the
+        base detector).
         """
         import cv2
 
         from gate.vision.align import ARCFACE_TEMPLATE, similarity_transform
 
-        size = self.canvas_px
+        size = size or self.canvas_px
+        detector = detector or self.base
         k = size / (112.0 * self.refine_context)
         dst = ARCFACE_TEMPLATE * k + (size / 2 - 56.0 * k)
         matrix = similarity_transform(det.landmarks_array(), dst)
@@ -255,7 +271,7 @@ class OrientationRobustDetector:
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(127, 127, 127))
         centre = size / 2
         best: Detection | None = None
-        for cand in self.base.detect(patch):
+        for cand in detector.detect(patch):
             cx, cy = (cand.bbox[0] + cand.bbox[2]) / 2, (cand.bbox[1] + cand.bbox[3]) / 2
             if (upright_geometry(cand) and abs(cx - centre) < size / 8
                     and abs(cy - centre) < size / 6 and (best is None or cand.score > best.score)):

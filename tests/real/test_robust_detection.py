@@ -81,6 +81,37 @@ def test_turned_faces_are_refined_to_upright_quality(
     assert np.mean(refined_sims) >= np.mean(loose_sims) - 0.01, (refined_sims, loose_sims)
 
 
+def test_second_look_moves_a_small_face_s_landmarks(
+        parts: tuple[OrientationRobustDetector, FaceEmbedder], faces_dir: Path) -> None:
+    """A face shrunk to ~32 px is re-detected in an upscaled patch (on by default below
+    40 px): its crop then matches the full-size photo better on average than with the
+    upright pass's landmarks (docs/accuracy.md, issue 17 fourth round)."""
+    import cv2
+
+    detector, embedder = parts
+    assert detector.second_look_below_px == 40
+    looked, first = [], []
+    for identity in IDENTITIES:
+        path = sorted((faces_dir / "natural_small" / identity).iterdir())[0]
+        photo = cv2.imread(str(path))
+        face = _largest(detector.detect(photo))
+        reference = _vector(embedder, photo, face)
+        k = 32.0 / face.size_px
+        small = cv2.resize(photo, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        canvas = np.full((300, 400, 3), 120, dtype=np.uint8)
+        canvas[100:100 + small.shape[0], 150:150 + small.shape[1]] = small
+        looked.append(float(reference @ _vector(embedder, canvas,
+                                                _largest(detector.detect(canvas)))))
+        detector.second_look_below_px = 0.0
+        try:
+            plain = _largest(detector.detect(canvas))
+        finally:
+            detector.second_look_below_px = 40.0
+        first.append(float(reference @ _vector(embedder, canvas, plain)))
+    assert min(looked) > 0.7, looked
+    assert np.mean(looked) > np.mean(first), (looked, first)
+
+
 def test_shrink_halves_with_a_pyramid_then_interpolates() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (1000, 1500, 3), dtype=np.uint8)
