@@ -117,8 +117,9 @@ class OrientationRobustDetector:
     def detect(self, image_bgr: np.ndarray, *,
                early: Callable[[list[Detection]], None] | None = None) -> list[Detection]:
         """Every face. ``early`` (optional) is shown the faces of the two passes before
-        the orientation check and the refinement (original pixels): a caller may start
-        work on them, valid for each returned face equal to one of them."""
+        the orientation check and the refinement (original pixels), except faces due for
+        a second look: a caller may start work on them, valid for each returned face
+        equal to one of them."""
         if self.pool is None:
             return self._detect_all(image_bgr, early)
         with self.pool.running():
@@ -130,7 +131,11 @@ class OrientationRobustDetector:
         small, factor = _fit(image_bgr, self.canvas_px)
         first = self._detect(small)
         if early is not None and first:
-            early([_scaled(d, factor) for d in first] if factor != 1.0 else list(first))
+            # Faces due for a second look will change: embedding them now is wasted work.
+            shown = [d for d in ((_scaled(d, factor) for d in first) if factor != 1.0
+                                 else first) if d.size_px >= self.second_look_below_px]
+            if shown:
+                early(shown)
         if self.check_orientation and first:
             first = self._orient(small, first)
         if factor != 1.0:
