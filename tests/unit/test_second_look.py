@@ -1,6 +1,7 @@
 """The small-face second look (``small_face_second_look_px``) with scripted detectors:
 which faces get one, on what patch, how many per image, and that the landmarks come from
-the patch. On real photos: tests/real/test_robust_detection.py::test_second_look_moves_a_small_face_s_landmarks."""
+the patch. On real photos: ``test_second_look_moves_a_small_face_s_landmarks`` in
+tests/real/test_robust_detection.py."""
 
 from __future__ import annotations
 
