@@ -256,7 +256,8 @@ def bench_one_core(naive: Naive, fresh: Fresh, iterations: int) -> dict[str, Any
     passes in turn). No scheduling on ``cores`` cores can bring a check below this work
     divided by ``cores``, so ``floor_ratio_2_cores`` (our one-core p50 / 2 over the
     naive pipeline's p50 on every core) is the lowest ratio this design can reach here.
-    Runs last: OpenCV's thread count is process-wide (restored afterwards)."""
+    Runs after the other timings of both pipelines: OpenCV's thread count is
+    process-wide (restored afterwards)."""
     from gate.engine import FaceGate
 
     before = cv2.getNumThreads()
