@@ -131,9 +131,9 @@ class OrientationRobustDetector:
         small, factor = _fit(image_bgr, self.canvas_px)
         first = self._detect(small)
         if early is not None and first:
+            scaled = [_scaled(d, factor) for d in first] if factor != 1.0 else first
             # Faces due for a second look will change: embedding them now is wasted work.
-            shown = [d for d in ((_scaled(d, factor) for d in first) if factor != 1.0
-                                 else first) if d.size_px >= self.second_look_below_px]
+            shown = [d for d in scaled if d.size_px >= self.second_look_below_px]
             if shown:
                 early(shown)
         if self.check_orientation and first:
