@@ -6,6 +6,7 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +36,20 @@ def faces_dir() -> Path:
 def shared_models_dir() -> Path:
     """``../shared/models`` (or $GATE_TEST_MODELS_DIR): extra real weights (SCRFD)."""
     return _require(_shared("GATE_TEST_MODELS_DIR", "models"), "shared test models")
+
+
+def template_face(centre: tuple[float, float], scale: float, score: float,
+                  shift: float = 0.0) -> Any:
+    """A scripted upright ``Detection``: landmarks on the ArcFace template scaled by
+    ``scale`` around ``centre`` (moved ``shift`` px right), box 112 * ``scale`` wide."""
+    from gate.vision.align import ARCFACE_TEMPLATE
+    from gate.vision.detect import Detection
+
+    pts = (ARCFACE_TEMPLATE - 56.0) * scale + np.asarray(centre) + (shift, 0.0)
+    half = 56.0 * scale
+    return Detection(bbox=(centre[0] - half, centre[1] - half, centre[0] + half,
+                           centre[1] + half),
+                     landmarks=tuple((float(x), float(y)) for x, y in pts), score=score)
 
 
 def noise_png(seed: int, size: int = 112) -> bytes:

@@ -3,6 +3,8 @@ upright, so their landmarks (and so their embeddings) are as good as an upright 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,29 @@ def _vector(embedder: FaceEmbedder, image: np.ndarray, det: Detection) -> np.nda
     return embedder.embed([norm_crop(image, det.landmarks_array())])[0]
 
 
+def _photo(detector: OrientationRobustDetector, embedder: FaceEmbedder, faces_dir: Path,
+           identity: str) -> tuple[np.ndarray, Detection, np.ndarray]:
+    """The identity's first natural_small photo, its largest face, and that face's vector
+    (the reference a transformed copy is compared with)."""
+    import cv2
+
+    path = sorted((faces_dir / "natural_small" / identity).iterdir())[0]
+    photo = cv2.imread(str(path))
+    face = _largest(detector.detect(photo))
+    return photo, face, _vector(embedder, photo, face)
+
+
+@contextmanager
+def _setting(detector: OrientationRobustDetector, name: str, value: float) -> Iterator[None]:
+    """``detector.<name>`` set to ``value`` for the block, then restored."""
+    before = getattr(detector, name)
+    setattr(detector, name, value)
+    try:
+        yield
+    finally:
+        setattr(detector, name, before)
+
+
 @pytest.fixture(scope="module")
 def parts() -> tuple[OrientationRobustDetector, FaceEmbedder]:
     settings = Settings()
@@ -54,26 +79,19 @@ def parts() -> tuple[OrientationRobustDetector, FaceEmbedder]:
 def test_turned_faces_are_refined_to_upright_quality(
         parts: tuple[OrientationRobustDetector, FaceEmbedder], faces_dir: Path,
         degrees: int) -> None:
-    import cv2
-
     detector, embedder = parts
     refined_sims, loose_sims = [], []
     for identity in IDENTITIES:
-        path = sorted((faces_dir / "natural_small" / identity).iterdir())[0]
-        upright = cv2.imread(str(path))
-        first = _largest(detector.detect(upright))
-        reference = _vector(embedder, upright, first)
+        upright, first, reference = _photo(detector, embedder, faces_dir, identity)
         turned = _rotate(upright, degrees)
         face = _largest(detector.detect(turned))
         # cv2 turns counter-clockwise for positive angles: the eye line turns the other way
         expected = roll_degrees(first) - degrees
         assert abs((roll_degrees(face) - expected + 180) % 360 - 180) < 12, identity
         refined_sims.append(float(reference @ _vector(embedder, turned, face)))
-        detector.refine_roll_degrees = 400.0  # refinement off: the first detection's landmarks
-        try:
+        # Refinement off: the first detection's landmarks.
+        with _setting(detector, "refine_roll_degrees", 400.0):
             loose = _largest(detector.detect(turned))
-        finally:
-            detector.refine_roll_degrees = 8.0
         loose_sims.append(float(reference @ _vector(embedder, turned, loose)))
     # The same photo, only turned: after refinement it matches itself far above the
     # match threshold, and on average better than with the detector's first landmarks.
@@ -92,21 +110,15 @@ def test_second_look_moves_a_small_face_s_landmarks(
     assert detector.second_look_below_px == 40
     looked, first = [], []
     for identity in IDENTITIES:
-        path = sorted((faces_dir / "natural_small" / identity).iterdir())[0]
-        photo = cv2.imread(str(path))
-        face = _largest(detector.detect(photo))
-        reference = _vector(embedder, photo, face)
+        photo, face, reference = _photo(detector, embedder, faces_dir, identity)
         k = 32.0 / face.size_px
         small = cv2.resize(photo, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
         canvas = np.full((300, 400, 3), 120, dtype=np.uint8)
         canvas[100:100 + small.shape[0], 150:150 + small.shape[1]] = small
         looked.append(float(reference @ _vector(embedder, canvas,
                                                 _largest(detector.detect(canvas)))))
-        detector.second_look_below_px = 0.0
-        try:
+        with _setting(detector, "second_look_below_px", 0.0):
             plain = _largest(detector.detect(canvas))
-        finally:
-            detector.second_look_below_px = 40.0
         first.append(float(reference @ _vector(embedder, canvas, plain)))
     assert min(looked) > 0.7, looked
     assert np.mean(looked) > np.mean(first), (looked, first)

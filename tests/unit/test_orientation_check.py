@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gate.vision.align import ARCFACE_TEMPLATE
 from gate.vision.detect import Detection, FakeDetector
 from gate.vision.robust import (
     OrientationRobustDetector,
@@ -15,17 +14,9 @@ from gate.vision.robust import (
     _unrotate,
     roll_degrees,
 )
+from tests.conftest import template_face as _face
 
 CELL = 160
-
-
-def _face(centre: tuple[float, float], scale: float, score: float) -> Detection:
-    """An upright face whose landmarks sit on the ArcFace template around ``centre``."""
-    pts = (ARCFACE_TEMPLATE - 56.0) * scale + np.asarray(centre)
-    half = 56.0 * scale
-    return Detection(bbox=(centre[0] - half, centre[1] - half, centre[0] + half,
-                           centre[1] + half),
-                     landmarks=tuple((float(x), float(y)) for x, y in pts), score=score)
 
 
 @pytest.mark.parametrize("rotation", [0, 1, 2, 3])

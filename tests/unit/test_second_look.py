@@ -9,23 +9,18 @@ import numpy as np
 import pytest
 
 from gate.settings import Settings
-from gate.vision.align import ARCFACE_TEMPLATE
 from gate.vision.detect import Detection, FakeDetector
 from gate.vision.robust import OrientationRobustDetector
+from tests.conftest import template_face
 
 IMAGE = np.full((640, 640, 3), 90, dtype=np.uint8)
 
 
 def _face(centre: tuple[float, float], side: float, score: float = 0.8,
           shift: float = 0.0) -> Detection:
-    """An upright face ``side`` px wide, landmarks on the ArcFace template (moved by
-    ``shift`` px to the right)."""
-    scale = side / 112.0
-    pts = (ARCFACE_TEMPLATE - 56.0) * scale + np.asarray(centre) + (shift, 0.0)
-    half = side / 2
-    return Detection(bbox=(centre[0] - half, centre[1] - half, centre[0] + half,
-                           centre[1] + half),
-                     landmarks=tuple((float(x), float(y)) for x, y in pts), score=score)
+    """An upright face ``side`` px wide (``template_face``)."""
+    face: Detection = template_face(centre, side / 112.0, score, shift)
+    return face
 
 
 class _Base:
