@@ -498,15 +498,20 @@ def study_engine(data: list[dict[str, Any]], ts: list[str]) -> None:
     print(table(res, ts))
 
 
+def baseline_rates(data: list[dict[str, Any]]) -> tuple[float, float]:
+    """The per probe-subject impostor rates of 0.36 and 0.40 with one template (best
+    template, crop + mirror, clean probes): the rates other rules are judged at."""
+    base = score_matrix(data, 1, "max")
+    same = base[1][:, None] == base[2][None, :]
+    impostor = base[0][~np.isnan(base[0]) & ~same]
+    return float(np.mean(impostor >= 0.36)), float(np.mean(impostor >= 0.40))
+
+
 def study_rules(data: list[dict[str, Any]]) -> None:
     """Per-subject score rules over K templates, thresholds at the engine's own impostor
     rates (those of 0.36 / 0.40 with one template), chosen on held-out identity splits."""
     print("\n### Matching rule over K templates (clean probes, held-out splits)\n")
-    base = score_matrix(data, 1, "max")
-    same = base[1][:, None] == base[2][None, :]
-    valid = ~np.isnan(base[0])
-    far_m = float(np.mean(base[0][valid & ~same] >= 0.36))
-    far_a = float(np.mean(base[0][valid & ~same] >= 0.40))
+    far_m, far_a = baseline_rates(data)
     print(f"per probe-subject impostor rate with 1 template: at 0.36 {far_m:.2e}, "
           f"at 0.40 {far_a:.2e}\n")
     print("| K | rule | thr for FAR(0.36) all / held-out cal | TAR held | FAR held "
@@ -527,11 +532,7 @@ def study_scoring(data: list[dict[str, Any]]) -> None:
     raw and cohort-normalised (minus the probe's mean over the set's other enrolled
     subjects). Held-out TAR at the impostor rates of 0.36 / 0.40 (1 template, raw)."""
     print("\n### Subject scores: best, top-2, centroid; raw and cohort-normalised\n")
-    base = score_matrix(data, 1, "max")
-    same = base[1][:, None] == base[2][None, :]
-    valid = ~np.isnan(base[0])
-    far_m = float(np.mean(base[0][valid & ~same] >= 0.36))
-    far_a = float(np.mean(base[0][valid & ~same] >= 0.40))
+    far_m, far_a = baseline_rates(data)
     print("| K | score | cohort | TAR held @FAR(0.36) | FAR held | TAR held @FAR(0.40) "
           "| FAR held |")
     print("|---|---|---|---:|---:|---:|---:|")
@@ -548,11 +549,7 @@ def study_scoring(data: list[dict[str, Any]]) -> None:
 def calibrated(data: list[dict[str, Any]], k: int, rule: str) -> tuple[float, float]:
     """(match, allow) thresholds for K templates and ``rule`` at the impostor rates that
     0.36 / 0.40 have with one template; chosen on calibration halves (mean over seeds)."""
-    base = score_matrix(data, 1, "max")
-    same = base[1][:, None] == base[2][None, :]
-    valid = ~np.isnan(base[0])
-    far_m = float(np.mean(base[0][valid & ~same] >= 0.36))
-    far_a = float(np.mean(base[0][valid & ~same] >= 0.40))
+    far_m, far_a = baseline_rates(data)
     m = score_matrix(data, k, rule)
     return (held_out(m[0], m[1], m[2], far_m)["thr_cal"],
             held_out(m[0], m[1], m[2], far_a)["thr_cal"])
@@ -783,10 +780,7 @@ def study_zoomsets(data: list[dict[str, Any]], ts: list[str]) -> None:
         raise SystemExit("zoomsets needs recog_cache.py --tag zmany --transforms clean "
                          "--zooms " + ",".join(map(str, ZMANY)))
     print("\n### Zoomed views: which zooms (held-out TAR at the crop + mirror rates)\n")
-    base = score_matrix(data, 1, "max")
-    same = base[1][:, None] == base[2][None, :]
-    valid = ~np.isnan(base[0])
-    rates = [float(np.mean(base[0][valid & ~same] >= t)) for t in (0.36, 0.40)]
+    rates = baseline_rates(data)
     print("| views | K=1 @0.36 rate | K=1 @0.40 rate | K=3 @0.36 rate | K=3 @0.40 rate |")
     print("|---|---:|---:|---:|---:|")
     sets: list[tuple[float, ...]] = [(), (0.9, 1.1), (0.85, 1.15), (0.8, 1.2),
