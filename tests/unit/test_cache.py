@@ -75,12 +75,12 @@ def test_ttl_and_bound(tmp_path: Path) -> None:
                                       images=[ImageInput(role="target", data=data)]))
 
     with FaceGate.open(tmp_path / "a", detector="fake", embedder="fake",
-                       analysis_cache_items=1, analysis_cache_ttl_s=0.2) as gate:
+                       analysis_cache_items=1, analysis_cache_ttl_s=0.6) as gate:
         swap(gate, BOB)
         swap(gate, alice)  # evicts BOB: one item at most
         assert "decode" in swap(gate, BOB).latency_ms
         assert "decode" not in swap(gate, BOB).latency_ms
-        time.sleep(0.25)
+        time.sleep(0.65)
         assert "decode" in swap(gate, BOB).latency_ms  # expired
     with FaceGate.open(tmp_path / "b", detector="fake", embedder="fake",
                        analysis_cache_items=0) as gate:
