@@ -24,9 +24,12 @@ from pathlib import Path
 from gate.text import screen_prompt
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-SEXUAL_FILES = ("sexual_en.txt", "sexual_zh.txt", "sexual_pinyin.txt")
+LANGUAGES = ("en", "zh", "es", "pt", "fr", "de", "it", "ru", "ja", "ko")
+SEXUAL_FILES = ("sexual_en.txt", "sexual_zh.txt", "sexual_pinyin.txt",
+                *(f"sexual_{lang}.txt" for lang in LANGUAGES[2:]))
 VIOLENT_FILES = ("violent_en.txt", "violent_zh.txt")
-HAN = re.compile(r"[\u3400-\u9fff]")
+#: Scripts written without spaces: no ``\b`` around their terms (Han, kana, Hangul).
+HAN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def report_quality(label: str, rows: list[Row], flag: Callable[[Row], bool]) -> 
         f"  {'lang':<5} {'benign':>6} {'sexual':>6} {'FP':>4} {'FN':>4}"
         f" {'precision':>9} {'recall':>7} {'FPR':>6}"
     )
-    for language in ("en", "zh", "all"):
+    for language in (*LANGUAGES, "all"):
         subset = [r for r in rows if language in ("all", r.language)]
         flagged = {id(r): flag(r) for r in subset}
         tp = sum(r.sexual and flagged[id(r)] for r in subset)

@@ -653,7 +653,7 @@ class FaceGate:
         with timer.stage("sync"):
             self.follower.sync()
         with timer.stage("screen"):
-            content, text_rules = _effective_content(request)
+            content, text_rules, minor_in_prompt = _effective_content(request)
         screen_nudity = for_output and parts.nudity is not None
         desk = self.incident
         need_pdq = desk is not None and len(desk.blocklist) > 0
@@ -696,6 +696,9 @@ class FaceGate:
         if known:  # core rule: no policy can allow a known (reported, listed) image
             verdict = "deny"
             reasons = [*known, *(r for r in reasons if r.effect == "deny")]
+        if minor_in_prompt and "sexual" in content:  # core rule: no override exists
+            verdict = "deny"
+            reasons = [_MINOR_IN_PROMPT, *(r for r in reasons if r.effect == "deny")]
         if not outcome.claim("worker"):
             raise _Superseded()  # the timeout answered for this request already
         if verdict == "allow" and not for_output:
@@ -875,8 +878,16 @@ def _with_total(decision: Decision, started: float) -> Decision:
     return decision.model_copy(update={"latency_ms": {**decision.latency_ms, "total": total}})
 
 
-def _effective_content(request: GateRequest) -> tuple[set[str], list[str]]:
-    """Declared categories, plus what the prompt says (screened), plus nudify = sexual."""
+#: ``core.minor_sexual`` for a prompt that describes a child or someone under 18 (the
+#: face-level rule covers faces whose apparent age is a minor's).
+_MINOR_IN_PROMPT = Reason(
+    rule_id="core.minor_sexual", effect="deny",
+    message="sexual content with a person the prompt describes as a minor is never allowed")
+
+
+def _effective_content(request: GateRequest) -> tuple[set[str], list[str], bool]:
+    """Declared categories, plus what the prompt says (screened), plus nudify = sexual;
+    the screen's rule ids; whether the prompt describes a minor."""
     from gate.text import screen_prompt
 
     content: set[str] = set(request.content)
@@ -886,7 +897,7 @@ def _effective_content(request: GateRequest) -> tuple[set[str], list[str]]:
         content.add("sexual")
     if len(content) > 1:
         content.discard("general")
-    return content, list(screen.rule_hits)
+    return content, list(screen.rule_hits), screen.minor
 
 
 #: Per face, its similarity to each template of the subjects it may read as (``top2``).

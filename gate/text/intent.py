@@ -1,4 +1,8 @@
-"""Prompt screening: sexual / nudity intent (English, Chinese, pinyin) and graphic violence.
+"""Prompt screening: sexual / nudity intent, graphic violence and minors in prompts.
+
+Sexual intent is read in English, Chinese, pinyin, Spanish, Portuguese, French, German,
+Italian, Russian, Japanese and Korean; violence in English and Chinese; a prompt that
+describes a child or someone under 18 in all of those but pinyin (``TextScreen.minor``).
 
 The word lists live in ``data/*.txt`` (syntax in ``docs/content-screening.md``) and are
 compiled once per process. Matching runs on :func:`normalize_text` output, in three tiers:
@@ -8,8 +12,11 @@ compiled once per process. Matching runs on :func:`normalize_text` output, in th
   ``lose``); up to four adjacent words are also tried joined (``na ked``, ``tuo yi``);
 * single-word wildcards: a ``*`` or ``_`` inside a word stands for at most one letter
   (``n*de``, ``p**n``); at least two letters must be real and at least half of the term;
-* phrases, slots and Chinese patterns: one regular expression per rule section, run on a
-  space-joined token line (English) or on the normalised text (Chinese).
+* phrases, slots and substring patterns: one regular expression per rule section, run on
+  a space-joined token line (languages written with spaces between words, in Latin
+  letters after normalisation: Cyrillic is mapped to Latin look-alikes there, and the
+  Russian list is mapped the same way) or on the normalised text (Chinese, Japanese,
+  Korean).
 
 A hit is dropped when it overlaps an exclusion of its own section (``naked eye``,
 ``chicken breasts``, ``透视图``). Only rule ids leave this module, never prompt text.
@@ -24,18 +31,44 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from gate.text.normalize import HAS_CJK, normalize_text
+from gate.text.normalize import normalize_text
 
-#: (file, rule-id prefix, shortest term that may be spelled across several words).
-#: Files ending in ``_zh.txt`` hold Chinese substring patterns, the others English words.
+#: (file, rule-id prefix, shortest term that may be spelled across several words). A file
+#: ``<topic>_<language>.txt`` uses the slots of ``slots_<language>.txt``; files of the
+#: substring languages hold substring patterns, the others words and phrases.
 _PROMPT_FILES = (
     ("sexual_en.txt", "sexual.en", 5),
     ("sexual_zh.txt", "sexual.zh", 5),
     ("sexual_pinyin.txt", "sexual.pinyin", 4),
+    ("sexual_es.txt", "sexual.es", 6),
+    ("sexual_pt.txt", "sexual.pt", 6),
+    ("sexual_fr.txt", "sexual.fr", 6),
+    ("sexual_de.txt", "sexual.de", 6),
+    ("sexual_it.txt", "sexual.it", 6),
+    ("sexual_ru.txt", "sexual.ru", 6),
+    ("sexual_ja.txt", "sexual.ja", 5),
+    ("sexual_ko.txt", "sexual.ko", 5),
     ("violent_en.txt", "violent.en", 5),
     ("violent_zh.txt", "violent.zh", 5),
+    ("minor_en.txt", "minor.en", 5),
+    ("minor_zh.txt", "minor.zh", 5),
+    ("minor_es.txt", "minor.es", 6),
+    ("minor_pt.txt", "minor.pt", 6),
+    ("minor_fr.txt", "minor.fr", 6),
+    ("minor_de.txt", "minor.de", 6),
+    ("minor_it.txt", "minor.it", 6),
+    ("minor_ru.txt", "minor.ru", 6),
+    ("minor_ja.txt", "minor.ja", 5),
+    ("minor_ko.txt", "minor.ko", 5),
 )
 _NEGATIVE_FILES = (("negative_en.txt", "sexual", 5), ("negative_zh.txt", "sexual", 5))
+#: Languages written without spaces between words (or, for Korean, with particles glued
+#: to words): their lines are substring patterns on the normalised text.
+_SUBSTRING_LANGUAGES = frozenset({"zh", "ja", "ko"})
+#: Rule-id prefixes that are content categories (``ContentCategory`` values).
+_CATEGORIES = frozenset({"sexual", "violent"})
+#: Rule ids that describe a minor; ``sexual.en.minor`` (lolicon...) is sexual too.
+_MINOR_RULES = ("minor.", "sexual.en.minor")
 _MAX_JOIN = 4
 _MAX_L_VARIANTS = 3
 _QUANTIFIERS = {"": "", "?": "?", "*": "{0,3}"}
@@ -54,17 +87,25 @@ _Span = tuple[int, int]
 
 @dataclass(frozen=True, slots=True)
 class TextScreen:
-    """What the prompt screen found. ``rule_hits`` are rule ids, never prompt text."""
+    """What the prompt screen found. ``rule_hits`` are rule ids, never prompt text.
+
+    ``minor`` is true when the prompt (not the negative prompt) describes a child or
+    someone under 18 ("a 12 year old", "schoolgirl", "未成年"); with sexual content the
+    gate then denies (``core.minor_sexual``).
+    """
 
     categories: frozenset[str]
     rule_hits: tuple[str, ...]
+    minor: bool = False
 
 
 def screen_prompt(prompt: str, negative_prompt: str = "") -> TextScreen:
-    """Screen a prompt (and its negative prompt) for sexual and violent intent."""
+    """Screen a prompt (and its negative prompt) for sexual and violent intent, and the
+    prompt for a description of a minor."""
     hits = _prompt_rules().scan(prompt) | _negative_rules().scan(negative_prompt)
-    categories = frozenset(hit.split(".", 1)[0] for hit in hits)
-    return TextScreen(categories=categories, rule_hits=tuple(sorted(hits)))
+    categories = frozenset(c for hit in hits if (c := hit.split(".", 1)[0]) in _CATEGORIES)
+    minor = any(hit.startswith(_MINOR_RULES) for hit in hits)
+    return TextScreen(categories=categories, rule_hits=tuple(sorted(hits)), minor=minor)
 
 
 # ---------------------------------------------------------------- word-list files
@@ -86,10 +127,24 @@ def _read_sections(name: str) -> dict[str, tuple[str, ...]]:
 
 
 @functools.cache
-def _slots(script: str) -> dict[str, tuple[str, ...]]:
-    slots = dict(_read_sections(f"slots_{script}.txt"))
-    slots["clothing"] = _read_sections(f"clothing_{script}.txt")[""]
+def _slots(language: str) -> dict[str, tuple[str, ...]]:
+    """The slot lists of a language: ``slots_<language>.txt``, and ``{clothing}`` from
+    ``clothing_<language>.txt`` when that file exists (else a ``[clothing]`` section).
+    A slot the language does not define comes from English (word languages) or Chinese
+    (substring languages): the number lists of ages are shared that way."""
+    data = resources.files("gate.text") / "data"
+    base = "zh" if language in _SUBSTRING_LANGUAGES else "en"
+    slots = dict(_slots(base)) if language != base else {}
+    if (data / f"slots_{language}.txt").is_file():
+        slots.update(_read_sections(f"slots_{language}.txt"))
+    if (data / f"clothing_{language}.txt").is_file():
+        slots["clothing"] = _read_sections(f"clothing_{language}.txt")[""]
     return slots
+
+
+def _language(file_name: str) -> str:
+    """``sexual_es.txt`` -> ``es``."""
+    return file_name.removesuffix(".txt").rsplit("_", 1)[1]
 
 
 # ---------------------------------------------------------------- token view
@@ -195,16 +250,17 @@ def _latin_phrase(phrase: str) -> str:
 
 
 @functools.cache
-def _latin_part(word: str, quantifier: str, gap: str) -> str:
-    entries = _slots("en")[word[1:-1]] if word.startswith("{") else (word,)
+def _latin_part(word: str, quantifier: str, gap: str, language: str) -> str:
+    entries = _slots(language)[word[1:-1]] if word.startswith("{") else (word,)
     body = "|".join(_latin_phrase(entry) for entry in entries)
     return f"(?:(?:{body}) {gap}){_QUANTIFIERS[quantifier]}"
 
 
-def _latin_pattern(line: str, exclusion: bool) -> str:
-    """Regex for an English line; exclusions may also run across punctuation."""
+def _latin_pattern(line: str, exclusion: bool, language: str) -> str:
+    """Regex for a word-language line; exclusions may also run across punctuation."""
     gap = r"(?:\| )?" if exclusion else ""
-    return "".join(_latin_part(m[1], m[2], gap) for m in _LATIN_PART.finditer(line))
+    return "".join(_latin_part(m[1], m[2], gap, language)
+                   for m in _LATIN_PART.finditer(line))
 
 
 def _cjk_alternatives(entries: Iterable[str]) -> str:
@@ -212,16 +268,17 @@ def _cjk_alternatives(entries: Iterable[str]) -> str:
     return "(?:" + "|".join(escaped) + ")"
 
 
-def _cjk_pattern(line: str) -> str:
-    slots = _slots("zh")
+def _cjk_pattern(line: str, language: str) -> str:
     parts = []
     for slot, gap, literal in _CJK_PART.findall(line):
         if slot:
-            parts.append(_cjk_alternatives(slots[slot]))
+            parts.append(_cjk_alternatives(_slots(language)[slot]))
         elif gap:
             parts.append(f".{{0,{gap}}}")
-        else:
-            parts.append(re.escape(normalize_text(literal)))
+        else:  # a space at the edge of a literal is kept ("다섯 살": number, space, unit)
+            lead = " " if literal[:1].isspace() else ""
+            trail = " " if literal[-1:].isspace() and literal.strip() else ""
+            parts.append(re.escape(lead + normalize_text(literal) + trail))
     return "".join(parts)
 
 
@@ -234,17 +291,19 @@ def _alternation(patterns: list[str], prefix: str) -> re.Pattern[str] | None:
     return compiled
 
 
-def _compile_section(rule_id: str, lines: Sequence[tuple[bool, str]]) -> _Section:
-    """Compile a section's ``(is_chinese, line)`` pairs into its four patterns."""
+def _compile_section(rule_id: str, lines: Sequence[tuple[str, str]]) -> _Section:
+    """Compile a section's ``(language, line)`` pairs into its four patterns."""
     groups: dict[tuple[bool, bool], list[str]] = {
         (exclusion, cjk): [] for exclusion in (False, True) for cjk in (False, True)
     }
-    for cjk, line in lines:
+    for language, line in lines:
+        cjk = language in _SUBSTRING_LANGUAGES
         exclusion = line.startswith("!")
         body = line[1:].strip() if exclusion else line
         if not cjk and _single_word(body) is not None:
             continue  # handled by the word dictionary
-        pattern = _cjk_pattern(body) if cjk else _latin_pattern(body, exclusion)
+        pattern = _cjk_pattern(body, language) if cjk else \
+            _latin_pattern(body, exclusion, language)
         groups[(exclusion, cjk)].append(pattern)
     return _Section(
         rule_id,
@@ -306,7 +365,7 @@ class _Rules:
         by_rule: dict[str, list[_Span]] = {}
         for rule_id, span in self._word_hits(view):
             by_rule.setdefault(rule_id, []).append(span)
-        cjk = HAS_CJK.search(text) is not None
+        cjk = not text.isascii()  # substring patterns need a non-ASCII letter
         for section in self.sections:
             words = by_rule.get(section.rule_id, [])
             if section.rule_id not in found and _section_hit(section, view, words, cjk):
@@ -361,14 +420,15 @@ def _section_hit(section: _Section, view: _View, words: list[_Span], cjk: bool) 
 
 
 def _build(files: Sequence[tuple[str, str, int]]) -> _Rules:
-    lines: dict[str, list[tuple[bool, str]]] = {}
+    lines: dict[str, list[tuple[str, str]]] = {}
     words: dict[str, list[_Word]] = {}
     wild: dict[int, set[tuple[str, str]]] = {}
     for name, prefix, min_join in files:
-        cjk = name.endswith("_zh.txt")
+        language = _language(name)
+        cjk = language in _SUBSTRING_LANGUAGES
         for section, section_lines in _read_sections(name).items():
             rule_id = f"{prefix}.{section}"
-            lines.setdefault(rule_id, []).extend((cjk, line) for line in section_lines)
+            lines.setdefault(rule_id, []).extend((language, line) for line in section_lines)
             for line in () if cjk else section_lines:
                 _add_word(line, rule_id, min_join, words, wild)
     sections = tuple(_compile_section(rule_id, body) for rule_id, body in lines.items())

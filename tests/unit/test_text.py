@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from gate.text import NameHit, NameMatcher, TextScreen, normalize_text, screen_prompt
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-RULE_ID = re.compile(r"^(sexual|violent)(\.[a-z0-9_]+)+$")
+RULE_ID = re.compile(r"^(sexual|violent|minor)(\.[a-z0-9_]+)+$")
+#: Languages with their own (smaller) prompt sets besides English and Chinese.
+OTHER_LANGUAGES = ("es", "pt", "fr", "de", "it", "ru", "ja", "ko")
 
 
 def load_prompts(name: str) -> list[tuple[str, str, str]]:
@@ -447,6 +449,15 @@ def test_quality_bars_per_language(language: str) -> None:
     assert recall >= 0.95, f"{language} sexual recall {recall:.1%}"
 
 
+@pytest.mark.parametrize("language", OTHER_LANGUAGES)
+def test_quality_bars_other_languages(language: str) -> None:
+    """Smaller sets (about a dozen prompts each way), written after the lists: a bar that
+    still fails on one missed family or one benign word taken for a sexual one."""
+    false_pos, recall = _rates(language)
+    assert false_pos <= 0.1, f"{language} benign false-positive rate {false_pos:.1%}"
+    assert recall >= 0.9, f"{language} sexual recall {recall:.1%}"
+
+
 def test_quality_bars_overall() -> None:
     benign = load_prompts("prompts_benign.txt")
     sexual = load_prompts("prompts_sexual.txt")
@@ -553,3 +564,80 @@ def test_many_subjects() -> None:
     found = matcher.find("我和张伟伟在北京")
     assert NameHit("s0000", 2) in found
     assert all(hit.alias_index == 2 for hit in found)
+
+
+# ------------------------------------------------------------------ other languages
+
+
+@pytest.mark.parametrize(("prompt", "rule"), [
+    ("quítale la ropa", "sexual.es.undress"),
+    ("mujer desnuda", "sexual.es.nudity"),
+    ("tire a roupa dela", "sexual.pt.undress"),
+    ("déshabille-la", "sexual.fr.undress"),
+    ("photo d'elle toute nue", "sexual.fr.nudity"),
+    ("zieh ihr das Kleid aus", "sexual.de.undress"),
+    ("NACKT am Strand", "sexual.de.nudity"),
+    ("spogliala", "sexual.it.undress"),
+    ("раздень её", "sexual.ru.undress"),
+    ("обнажённая девушка", "sexual.ru.nudity"),
+    ("服を脱がせて", "sexual.ja.undress"),
+    ("ヌード写真", "sexual.ja.nudity"),
+    ("옷을 벗겨줘", "sexual.ko.undress"),
+    ("알몸 사진", "sexual.ko.nudity"),
+    ("d e s n u d a", "sexual.es.nudity"),  # the obfuscations are undone for every language
+    ("n4ckt", "sexual.de.nudity"),
+])
+def test_other_languages(prompt: str, rule: str) -> None:
+    assert rule in hits(prompt)
+
+
+@pytest.mark.parametrize("prompt", [
+    "un nudo de marinero",  # Spanish "knot", Italian "naked": only the Italian forms count
+    "le pene d'amore",  # Italian "sorrows", Spanish "penis"
+    "ein Kleid aus Seide",  # "made of silk", not "take off"
+    "zieh ihr ein blaues Kleid an",  # put on
+    "les sans-culottes",
+    "un homme tête nue",
+    "comida gostosa",
+    "露出補正をした夜景",  # photographic exposure
+    "裸眼で見える星",  # naked eye
+    "누드 메이크업",  # nude make-up
+    "탈의실",  # fitting room
+    "전라도 풍경",  # a province
+    "куриная грудка",  # chicken breast
+])
+def test_other_languages_benign_traps(prompt: str) -> None:
+    assert not is_sexual(prompt), hits(prompt)
+
+
+# ------------------------------------------------------------------ minors
+
+
+@pytest.mark.parametrize("prompt", [
+    "a 12 year old girl", "a 12-year-old", "14yo", "she looks 15", "fifteen years old",
+    "a teenager", "schoolgirl", "little girl", "underage", "in her early teens",
+    "5th grader", "loli", "12岁的女孩", "十七岁", "未成年", "小学生", "una niña de 12 años",
+    "menor de edad", "crianca", "fillette", "kleines Mädchen", "bambina", "девочка",
+    "12歳", "子供", "여중생", "다섯 살 아이",
+])
+def test_minor_is_read(prompt: str) -> None:
+    assert screen_prompt(prompt).minor, prompt
+
+
+@pytest.mark.parametrize("prompt", [
+    "a 21 year old woman", "18 years old", "make me look 10 years younger", "kid gloves",
+    "baby oil", "baby blue dress", "the children of men poster", "22岁的女孩", "二十七岁",
+    "十八岁", "让我看起来年轻十岁", "Nina in a red dress", "El Niño storm", "hace 5 años",
+    "a kinder world", "25歳の女性", "스물다섯 살", "아이돌 사진", "단단한 살결", "a young woman",
+    "a girl in a red dress",
+])
+def test_minor_is_not_read(prompt: str) -> None:
+    assert not screen_prompt(prompt).minor, hits(prompt)
+
+
+def test_minor_is_not_a_content_category_and_not_read_from_the_negative_prompt() -> None:
+    result = screen_prompt("nude, 14 year old")
+    assert result.minor and result.categories == {"sexual"}
+    assert "minor.en.age" in result.rule_hits
+    assert not screen_prompt("a woman on a beach", "child, kid, teen").minor
+    assert screen_prompt("").minor is False
