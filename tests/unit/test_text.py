@@ -641,3 +641,20 @@ def test_minor_is_not_a_content_category_and_not_read_from_the_negative_prompt()
     assert "minor.en.age" in result.rule_hits
     assert not screen_prompt("a woman on a beach", "child, kid, teen").minor
     assert screen_prompt("").minor is False
+
+
+@pytest.mark.parametrize("prompt", [
+    "bukkake", "cum on her face", "a dildo", "milf", "spread her legs", "pantyshot",
+    "sideboob", "make her strip", "exposing herself", "remove the mosaic",
+    "remove censorship", "pants down",
+])
+def test_explicit_terms_added_in_december(prompt: str) -> None:
+    assert "sexual.en.explicit" in hits(prompt)
+
+
+@pytest.mark.parametrize("prompt", [
+    "summa cum laude graduation photo", "caught with his pants down, cartoon",
+    "cumulus clouds over a field", "a cucumber salad", "circumstances", "document scanner",
+])
+def test_explicit_terms_added_in_december_spare_these(prompt: str) -> None:
+    assert not is_sexual(prompt), hits(prompt)
