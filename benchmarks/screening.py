@@ -70,7 +70,9 @@ def naive_pattern(files: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(latin) + r")\b|" + "|".join(han))
 
 
+MINOR_FILES = tuple(f"minor_{lang}.txt" for lang in LANGUAGES)
 NAIVE_SEXUAL = naive_pattern(SEXUAL_FILES)
+NAIVE_MINOR = naive_pattern(MINOR_FILES)
 NAIVE_VIOLENT = naive_pattern(VIOLENT_FILES)
 
 
@@ -116,6 +118,34 @@ def report_quality(label: str, rows: list[Row], flag: Callable[[Row], bool]) -> 
     return wrong
 
 
+def load_minor() -> list[tuple[str, str, str]]:
+    """(language, label, prompt) rows of prompts_minor.txt (label "minor" or "adult")."""
+    rows, language = [], "en"
+    for line in (DATA / "prompts_minor.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith("# ["):
+            language = line[3:5]
+        elif "\t" in line and not line.startswith("#"):
+            label, prompt = line.split("\t", 1)
+            rows.append((language, label, prompt))
+    return rows
+
+
+def report_minor(rows: list[tuple[str, str, str]]) -> None:
+    """TextScreen.minor against the literal minor terms, per language."""
+    print("\nminor described in the prompt (TextScreen.minor | naive literal terms)")
+    print(f"  {'lang':<5} {'minors read':>13} {'adults read':>13} | {'naive':>6} {'naive':>6}")
+    for language in (*LANGUAGES, "all"):
+        subset = [r for r in rows if language in ("all", r[0])]
+        minors = [p for _, label, p in subset if label == "minor"]
+        adults = [p for _, label, p in subset if label == "adult"]
+        ours = (sum(screen_prompt(p).minor for p in minors),
+                sum(screen_prompt(p).minor for p in adults))
+        naive = (sum(bool(NAIVE_MINOR.search(p.lower())) for p in minors),
+                 sum(bool(NAIVE_MINOR.search(p.lower())) for p in adults))
+        print(f"  {language:<5} {ours[0]:>6}/{len(minors):<6} {ours[1]:>6}/{len(adults):<6} |"
+              f" {naive[0]:>6} {naive[1]:>6}")
+
+
 def throughput(rows: list[Row], rounds: int, work: Callable[[Row], object]) -> float:
     start = time.perf_counter()
     for _ in range(rounds):
@@ -136,6 +166,7 @@ def main() -> None:
     print(f"rule compilation (once per process): {time.perf_counter() - start:.3f} s")
     wrong = report_quality("gate.text.screen_prompt (prompt + negative prompt)", rows, gate_screen)
     report_quality("naive baseline (raw lower-case prompt, literal terms)", rows, naive_flags)
+    report_minor(load_minor())
 
     ours = throughput(rows, args.rounds, lambda r: screen_prompt(r.prompt, r.negative))
     naive = throughput(rows, args.rounds, lambda r: naive_screen(r.prompt))

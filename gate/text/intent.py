@@ -203,6 +203,9 @@ class _Word:
 class _Section:
     rule_id: str
     latin: re.Pattern[str] | None
+    #: Token keys (``_token_key``) one of which every match of ``latin`` contains: when the
+    #: prompt has none of them the pattern is not run. None: no such set (always run).
+    latin_keys: frozenset[str] | None
     cjk: re.Pattern[str] | None
     latin_exclusions: re.Pattern[str] | None
     cjk_exclusions: re.Pattern[str] | None
@@ -263,6 +266,29 @@ def _latin_pattern(line: str, exclusion: bool, language: str) -> str:
                    for m in _LATIN_PART.finditer(line))
 
 
+def _token_key(token: str) -> str:
+    """A token with ``l`` read as ``i`` and every letter run cut to one letter: a term
+    token's ``_run_regex`` matches a prompt token only if their keys are equal."""
+    return _squeeze(token.replace("l", "i"))
+
+
+def _line_keys(line: str, language: str) -> frozenset[str] | None:
+    """Keys of which every match of a phrase line contains one: the first tokens of the
+    alternatives of its most selective mandatory part (None if it has no mandatory part)."""
+    best: frozenset[str] | None = None
+    for m in _LATIN_PART.finditer(line):
+        if m[2]:  # optional part: a match may lack it
+            continue
+        entries = _slots(language)[m[1][1:-1]] if m[1].startswith("{") else (m[1],)
+        firsts = [_view(normalize_text(entry)).tokens[:1] for entry in entries]
+        if not all(firsts):
+            continue  # an entry without a token: no safe key for this part
+        keys = frozenset(_token_key(first[0]) for first in firsts)
+        if best is None or len(keys) < len(best):
+            best = keys
+    return best
+
+
 def _cjk_alternatives(entries: Iterable[str]) -> str:
     escaped = sorted((re.escape(normalize_text(e)) for e in entries), key=len, reverse=True)
     return "(?:" + "|".join(escaped) + ")"
@@ -296,18 +322,23 @@ def _compile_section(rule_id: str, lines: Sequence[tuple[str, str]]) -> _Section
     groups: dict[tuple[bool, bool], list[str]] = {
         (exclusion, cjk): [] for exclusion in (False, True) for cjk in (False, True)
     }
+    keys: set[str] | None = set()
     for language, line in lines:
         cjk = language in _SUBSTRING_LANGUAGES
         exclusion = line.startswith("!")
         body = line[1:].strip() if exclusion else line
         if not cjk and _single_word(body) is not None:
             continue  # handled by the word dictionary
+        if not cjk and not exclusion and keys is not None:
+            line_keys = _line_keys(body, language)
+            keys = None if line_keys is None else keys | line_keys
         pattern = _cjk_pattern(body, language) if cjk else \
             _latin_pattern(body, exclusion, language)
         groups[(exclusion, cjk)].append(pattern)
     return _Section(
         rule_id,
         latin=_alternation(groups[(False, False)], "(?<= )"),
+        latin_keys=None if keys is None else frozenset(keys),
         cjk=_alternation(groups[(False, True)], ""),
         latin_exclusions=_alternation(groups[(True, False)], "(?<= )"),
         cjk_exclusions=_alternation(groups[(True, True)], ""),
@@ -366,9 +397,18 @@ class _Rules:
         for rule_id, span in self._word_hits(view):
             by_rule.setdefault(rule_id, []).append(span)
         cjk = not text.isascii()  # substring patterns need a non-ASCII letter
+        keys = frozenset(_token_key(token) for token in view.tokens)
         for section in self.sections:
+            if section.rule_id in found:
+                continue
             words = by_rule.get(section.rule_id, [])
-            if section.rule_id not in found and _section_hit(section, view, words, cjk):
+            latin = section.latin
+            if latin is not None and section.latin_keys is not None and \
+                    section.latin_keys.isdisjoint(keys):
+                latin = None  # no token a match needs is in the prompt
+            if not words and latin is None and (not cjk or section.cjk is None):
+                continue
+            if _section_hit(section, latin, view, words, cjk):
                 found.add(section.rule_id)
         return found
 
@@ -412,8 +452,11 @@ class _Rules:
                         yield rule_id
 
 
-def _section_hit(section: _Section, view: _View, words: list[_Span], cjk: bool) -> bool:
-    latin = itertools.chain(words, _spans(section.latin, view.line))
+def _section_hit(section: _Section, pattern: re.Pattern[str] | None, view: _View,
+                 words: list[_Span], cjk: bool) -> bool:
+    """Whether the section fires: a word or phrase (``pattern``, the section's own or None
+    when the prompt lacks its tokens) or a substring pattern, not under an exclusion."""
+    latin = itertools.chain(words, _spans(pattern, view.line))
     if _any_kept(latin, section.latin_exclusions, view.line):
         return True
     return cjk and _any_kept(_spans(section.cjk, view.text), section.cjk_exclusions, view.text)

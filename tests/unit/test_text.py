@@ -451,8 +451,8 @@ def test_quality_bars_per_language(language: str) -> None:
 
 @pytest.mark.parametrize("language", OTHER_LANGUAGES)
 def test_quality_bars_other_languages(language: str) -> None:
-    """Smaller sets (about a dozen prompts each way), written after the lists: a bar that
-    still fails on one missed family or one benign word taken for a sexual one."""
+    """Smaller sets (about 40 prompts each way): a bar that still fails on a few missed
+    families or a few benign words taken for sexual ones."""
     false_pos, recall = _rates(language)
     assert false_pos <= 0.1, f"{language} benign false-positive rate {false_pos:.1%}"
     assert recall >= 0.9, f"{language} sexual recall {recall:.1%}"
@@ -658,3 +658,44 @@ def test_explicit_terms_added_in_december(prompt: str) -> None:
 ])
 def test_explicit_terms_added_in_december_spare_these(prompt: str) -> None:
     assert not is_sexual(prompt), hits(prompt)
+
+
+def _minor_rows() -> list[tuple[str, str, str]]:
+    """(language, label, prompt) rows of prompts_minor.txt."""
+    rows, language = [], "en"
+    for line in (DATA / "prompts_minor.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith("# ["):
+            language = line[3:5]
+        elif "\t" in line and not line.startswith("#"):
+            label, prompt = line.split("\t", 1)
+            rows.append((language, label, prompt))
+    return rows
+
+
+def test_minor_set_bars() -> None:
+    """Children described (15 per language) are read at 85 % or more in every language, and
+    ages or age words of adults (15 per language) are read as minors at most once in all."""
+    rows = _minor_rows()
+    assert len(rows) == 300
+    for language in ("en", "zh", *OTHER_LANGUAGES):
+        minors = [p for lang, label, p in rows if lang == language and label == "minor"]
+        read = sum(screen_prompt(p).minor for p in minors)
+        assert read >= 0.85 * len(minors), f"{language}: {read}/{len(minors)}"
+    adults = [p for _, label, p in rows if label == "adult"]
+    assert sum(screen_prompt(p).minor for p in adults) <= 1
+
+
+def test_token_prefilter_never_changes_a_result() -> None:
+    """A section's phrase pattern is skipped when the prompt lacks every token its matches
+    need; the same rules without that shortcut give the same hits on every prompt set."""
+    from gate.text import intent
+
+    rules = intent._prompt_rules()
+    unfiltered = dataclasses.replace(rules, sections=tuple(
+        dataclasses.replace(section, latin_keys=None) for section in rules.sections))
+    assert any(section.latin_keys for section in rules.sections)
+    prompts = [p for name in ("prompts_benign.txt", "prompts_sexual.txt")
+               for _, p, _ in load_prompts(name)]
+    prompts += [p for _, _, p in _minor_rows()]
+    for prompt in prompts:
+        assert rules.scan(prompt) == unfiltered.scan(prompt), prompt
