@@ -618,7 +618,7 @@ def test_other_languages_benign_traps(prompt: str) -> None:
     "a teenager", "schoolgirl", "little girl", "underage", "in her early teens",
     "5th grader", "loli", "12岁的女孩", "十七岁", "未成年", "小学生", "una niña de 12 años",
     "menor de edad", "crianca", "fillette", "kleines Mädchen", "bambina", "девочка",
-    "12歳", "子供", "여중생", "다섯 살 아이",
+    "12歳", "子供", "여중생", "다섯 살 아이", "a young girl", "barely legal", "学生妹",
 ])
 def test_minor_is_read(prompt: str) -> None:
     assert screen_prompt(prompt).minor, prompt
