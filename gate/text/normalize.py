@@ -10,7 +10,8 @@
 3. Whitespace collapses to one space; ``'s`` and in-word apostrophes are dropped.
 4. Spaces and punctuation inserted between Han characters are removed (``脱 衣`` → ``脱衣``).
 5. Runs of three or more single letters split by separators are joined
-   (``n u d e``, ``n.u.d.e``, ``n-u-d-e`` → ``nude``).
+   (``n u d e``, ``n.u.d.e``, ``n-u-d-e`` → ``nude``), and so are runs of three or more
+   single Hangul syllables (``벗 겨 줘`` → ``벗겨줘``).
 6. Leetspeak is undone in words with at least two letters (``s3x`` → ``sex``, ``n@ked``).
 7. A letter repeated four or more times is cut to three (``nuuuuude`` → ``nuuude``); the
    matchers accept any repetition of a term's letters, so ``nuuude`` still matches ``nude``.
@@ -46,6 +47,13 @@ _SPACED_LETTERS = re.compile(
     rf"(?<![{_PIECE}])[{_PIECE}](?:[\s.\-_*~+|/\\,:·•]{{1,3}}[{_PIECE}]){{2,}}(?![{_PIECE}])"
 )
 _NOT_PIECE = re.compile(rf"[^{_PIECE}]")
+#: Hangul syllables spelled apart ("벗 겨 줘"): three or more single syllables split by
+#: separators. Korean words are written apart, but a run of one-syllable words is rare.
+_HANGUL = "\uac00-\ud7a3"
+_SPACED_HANGUL = re.compile(
+    rf"(?<![{_HANGUL}])[{_HANGUL}](?:[\s.\-_*~+|/\\,:·•]{{1,3}}[{_HANGUL}]){{2,}}(?![{_HANGUL}])"
+)
+_NOT_HANGUL = re.compile(rf"[^{_HANGUL}]")
 _WORD = re.compile(rf"(?<![{_PIECE}])[{_PIECE}]+(?![{_PIECE}])")
 _LETTER = re.compile(r"[a-z]")
 _LEET = str.maketrans("013457@$", "oieastas")
@@ -103,6 +111,10 @@ def _join_spaced(match: re.Match[str]) -> str:
     return _NOT_PIECE.sub("", match.group())
 
 
+def _join_hangul(match: re.Match[str]) -> str:
+    return _NOT_HANGUL.sub("", match.group())
+
+
 def _undo_leet(match: re.Match[str]) -> str:
     word = match.group()
     if len(_LETTER.findall(word)) < 2:
@@ -115,6 +127,7 @@ def _rewrite(text: str) -> str:
     text = _APOSTROPHE.sub("", _POSSESSIVE.sub("", text))
     text = _CJK_GAP.sub("", text)
     text = _SPACED_LETTERS.sub(_join_spaced, text)
+    text = _SPACED_HANGUL.sub(_join_hangul, text)
     return _LONG_RUN.sub(r"\1\1\1", _WORD.sub(_undo_leet, text))
 
 

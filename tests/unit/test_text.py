@@ -699,3 +699,18 @@ def test_token_prefilter_never_changes_a_result() -> None:
     prompts += [p for _, _, p in _minor_rows()]
     for prompt in prompts:
         assert rules.scan(prompt) == unfiltered.scan(prompt), prompt
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("벗 겨 줘", "벗겨줘"), ("벗.겨.줘", "벗겨줘"), ("두 살 아이", "두 살 아이"),
+    ("옷을 벗 겨 줘", "옷을 벗겨줘"),
+])
+def test_spaced_hangul_syllables_are_joined(raw: str, expected: str) -> None:
+    assert normalize_text(raw) == expected
+    assert normalize_text(expected) == expected
+
+
+@given(st.text(alphabet="벗겨줘옷을 .-아이두살"))
+def test_normalize_is_idempotent_on_hangul(text: str) -> None:
+    once = normalize_text(text)
+    assert normalize_text(once) == once
