@@ -40,6 +40,7 @@ _PROMPT_FILES = (
     ("sexual_en.txt", "sexual.en", 5),
     ("sexual_zh.txt", "sexual.zh", 5),
     ("sexual_pinyin.txt", "sexual.pinyin", 4),
+    ("sexual_romaji.txt", "sexual.romaji", 4),
     ("sexual_es.txt", "sexual.es", 6),
     ("sexual_pt.txt", "sexual.pt", 6),
     ("sexual_fr.txt", "sexual.fr", 6),

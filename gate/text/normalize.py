@@ -11,7 +11,8 @@
 4. Spaces and punctuation inserted between Han characters are removed (``脱 衣`` → ``脱衣``).
 5. Runs of three or more single letters split by separators are joined
    (``n u d e``, ``n.u.d.e``, ``n-u-d-e`` → ``nude``), and so are runs of three or more
-   single Hangul syllables (``벗 겨 줘`` → ``벗겨줘``).
+   single Hangul syllables (``벗 겨 줘`` → ``벗겨줘``); Hangul split by marks inside a word
+   is joined whatever its length (``알-몸`` → ``알몸``).
 6. Leetspeak is undone in words with at least two letters (``s3x`` → ``sex``, ``n@ked``).
 7. A letter repeated four or more times is cut to three (``nuuuuude`` → ``nuuude``); the
    matchers accept any repetition of a term's letters, so ``nuuude`` still matches ``nude``.
@@ -46,14 +47,16 @@ _PIECE = "a-z0-9@$"
 _SPACED_LETTERS = re.compile(
     rf"(?<![{_PIECE}])[{_PIECE}](?:[\s.\-_*~+|/\\,:·•]{{1,3}}[{_PIECE}]){{2,}}(?![{_PIECE}])"
 )
-_NOT_PIECE = re.compile(rf"[^{_PIECE}]")
+_NOT_PIECE = re.compile(rf"[^{_PIECE}]+")
 #: Hangul syllables spelled apart ("벗 겨 줘"): three or more single syllables split by
 #: separators. Korean words are written apart, but a run of one-syllable words is rare.
 _HANGUL = "\uac00-\ud7a3"
 _SPACED_HANGUL = re.compile(
     rf"(?<![{_HANGUL}])[{_HANGUL}](?:[\s.\-_*~+|/\\,:·•]{{1,3}}[{_HANGUL}]){{2,}}(?![{_HANGUL}])"
 )
-_NOT_HANGUL = re.compile(rf"[^{_HANGUL}]")
+_NOT_HANGUL = re.compile(rf"[^{_HANGUL}]+")
+#: Hangul split by marks inside a word ("알-몸", "야.한"): joined whatever the count.
+_MARKED_HANGUL = re.compile(rf"[{_HANGUL}](?:[.\-_*~+|/\\·•]{{1,3}}[{_HANGUL}])+")
 _WORD = re.compile(rf"(?<![{_PIECE}])[{_PIECE}]+(?![{_PIECE}])")
 _LETTER = re.compile(r"[a-z]")
 _LEET = str.maketrans("013457@$", "oieastas")
@@ -107,12 +110,47 @@ def _char_table() -> dict[int, str]:
     return table
 
 
+def _join_runs(run: str, not_piece: re.Pattern[str]) -> str:
+    """Join single characters split by separators. Where the separators change between
+    spaces and marks ("a r.o.u.p.a", "n.u.d.e s e x y"), each stretch of one kind is a word of
+    its own: a stretch of marks takes the characters it shares with a stretch of spaces
+    (marks inside a word are the obfuscation, spaces are word breaks), then the longer
+    stretch; only stretches of three or more characters are joined ("a roupa",
+    "nude sexy")."""
+    pieces = not_piece.split(run)
+    separators = not_piece.findall(run)
+    kinds = [any(c.isspace() for c in sep) for sep in separators]
+    if len(set(kinds)) < 2:
+        return "".join(pieces)
+    stretches: list[tuple[int, int]] = []  # (first, last) piece of each same-kind stretch
+    start = 0
+    for i in range(1, len(kinds) + 1):
+        if i == len(kinds) or kinds[i] != kinds[start]:
+            stretches.append((start, i))
+            start = i
+    owner = [-1] * len(pieces)
+    def claim(number: int) -> tuple[bool, int]:  # marks before spaces, then the longest
+        first, last = stretches[number]
+        return kinds[first], first - last
+
+    for number in sorted(range(len(stretches)), key=claim):
+        first, last = stretches[number]
+        for piece in range(first, last + 1):
+            if owner[piece] < 0:
+                owner[piece] = number
+    out = pieces[0]
+    for i, sep in enumerate(separators):
+        same = owner[i] == owner[i + 1] and owner.count(owner[i]) >= 3
+        out += ("" if same else sep) + pieces[i + 1]
+    return out
+
+
 def _join_spaced(match: re.Match[str]) -> str:
-    return _NOT_PIECE.sub("", match.group())
+    return _join_runs(match.group(), _NOT_PIECE)
 
 
 def _join_hangul(match: re.Match[str]) -> str:
-    return _NOT_HANGUL.sub("", match.group())
+    return _join_runs(match.group(), _NOT_HANGUL)
 
 
 def _undo_leet(match: re.Match[str]) -> str:
@@ -128,6 +166,7 @@ def _rewrite(text: str) -> str:
     text = _CJK_GAP.sub("", text)
     text = _SPACED_LETTERS.sub(_join_spaced, text)
     text = _SPACED_HANGUL.sub(_join_hangul, text)
+    text = _MARKED_HANGUL.sub(_join_hangul, text)
     return _LONG_RUN.sub(r"\1\1\1", _WORD.sub(_undo_leet, text))
 
 

@@ -673,10 +673,10 @@ def _minor_rows() -> list[tuple[str, str, str]]:
 
 
 def test_minor_set_bars() -> None:
-    """Children described (15 per language) are read at 85 % or more in every language, and
-    ages or age words of adults (15 per language) are read as minors at most once in all."""
+    """Children described (30 per language) are read at 85 % or more in every language, and
+    ages or age words of adults (30 per language) are read as minors at most once in all."""
     rows = _minor_rows()
-    assert len(rows) == 300
+    assert len(rows) == 600
     for language in ("en", "zh", *OTHER_LANGUAGES):
         minors = [p for lang, label, p in rows if lang == language and label == "minor"]
         read = sum(screen_prompt(p).minor for p in minors)
@@ -714,3 +714,15 @@ def test_spaced_hangul_syllables_are_joined(raw: str, expected: str) -> None:
 def test_normalize_is_idempotent_on_hangul(text: str) -> None:
     once = normalize_text(text)
     assert normalize_text(once) == once
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("tira a r.o.u.p.a dela", "tira a roupa dela"),  # the article stays a word
+    ("n.u.d.e s e x y", "nude sexy"),
+    ("a n.u.d.e", "a nude"),
+    ("y-o-u n-u-d-e", "you nude"),
+    ("s. e. x.", "sex."),
+    ("알-몸 으로", "알몸 으로"),
+])
+def test_spaced_letters_split_where_separators_change(raw: str, expected: str) -> None:
+    assert normalize_text(raw) == expected
