@@ -10,7 +10,8 @@
 3. Whitespace collapses to one space; ``'s`` and in-word apostrophes are dropped.
 4. Spaces and punctuation inserted between Han characters are removed (``脱 衣`` → ``脱衣``).
 5. Runs of three or more single letters split by separators are joined
-   (``n u d e``, ``n.u.d.e``, ``n-u-d-e`` → ``nude``), and so are runs of three or more
+   (``n u d e``, ``n.u.d.e``, ``n-u-d-e`` → ``nude``; a wider gap is a word break:
+   ``r e m o v e  h e r`` → ``remove her``), and so are runs of three or more
    single Hangul syllables (``벗 겨 줘`` → ``벗겨줘``); Hangul split by marks inside a word
    is joined whatever its length (``알-몸`` → ``알몸``).
 6. Leetspeak is undone in words with at least two letters (``s3x`` → ``sex``, ``n@ked``).
@@ -119,7 +120,7 @@ def _join_runs(run: str, not_piece: re.Pattern[str]) -> str:
     "nude sexy")."""
     pieces = not_piece.split(run)
     separators = not_piece.findall(run)
-    kinds = [any(c.isspace() for c in sep) for sep in separators]
+    kinds = [_separator_kind(sep) for sep in separators]
     if len(set(kinds)) < 2:
         return "".join(pieces)
     stretches: list[tuple[int, int]] = []  # (first, last) piece of each same-kind stretch
@@ -129,7 +130,7 @@ def _join_runs(run: str, not_piece: re.Pattern[str]) -> str:
             stretches.append((start, i))
             start = i
     owner = [-1] * len(pieces)
-    def claim(number: int) -> tuple[bool, int]:  # marks before spaces, then the longest
+    def claim(number: int) -> tuple[int, int]:  # marks, one space, wider gaps; then longest
         first, last = stretches[number]
         return kinds[first], first - last
 
@@ -143,6 +144,13 @@ def _join_runs(run: str, not_piece: re.Pattern[str]) -> str:
         same = owner[i] == owner[i + 1] and owner.count(owner[i]) >= 3
         out += ("" if same else sep) + pieces[i + 1]
     return out
+
+
+def _separator_kind(separator: str) -> int:
+    """0: marks only ("."), 1: one space (". "), 2: a wider gap ("  "), the word break
+    of "r e m o v e  h e r"."""
+    spaces = sum(c.isspace() for c in separator)
+    return min(spaces, 2)
 
 
 def _join_spaced(match: re.Match[str]) -> str:
@@ -161,12 +169,14 @@ def _undo_leet(match: re.Match[str]) -> str:
 
 
 def _rewrite(text: str) -> str:
-    text = _SPACES.sub(" ", _EDGE_WILDCARDS.sub(" ", text)).strip()
-    text = _APOSTROPHE.sub("", _POSSESSIVE.sub("", text))
-    text = _CJK_GAP.sub("", text)
+    text = _EDGE_WILDCARDS.sub(" ", text)
+    # Spaced letters are joined before whitespace collapses: a wider gap is a word break.
     text = _SPACED_LETTERS.sub(_join_spaced, text)
     text = _SPACED_HANGUL.sub(_join_hangul, text)
     text = _MARKED_HANGUL.sub(_join_hangul, text)
+    text = _SPACES.sub(" ", text).strip()
+    text = _APOSTROPHE.sub("", _POSSESSIVE.sub("", text))
+    text = _CJK_GAP.sub("", text)
     return _LONG_RUN.sub(r"\1\1\1", _WORD.sub(_undo_leet, text))
 
 

@@ -673,10 +673,10 @@ def _minor_rows() -> list[tuple[str, str, str]]:
 
 
 def test_minor_set_bars() -> None:
-    """Children described (30 per language) are read at 85 % or more in every language, and
-    ages or age words of adults (30 per language) are read as minors at most once in all."""
+    """Children described (30 to 50 per language) are read at 85 % or more in every language, and
+    ages or age words of adults (30 to 50 per language) are read as minors at most once in all."""
     rows = _minor_rows()
-    assert len(rows) == 600
+    assert len(rows) == 680
     for language in ("en", "zh", *OTHER_LANGUAGES):
         minors = [p for lang, label, p in rows if lang == language and label == "minor"]
         read = sum(screen_prompt(p).minor for p in minors)
@@ -726,3 +726,8 @@ def test_normalize_is_idempotent_on_hangul(text: str) -> None:
 ])
 def test_spaced_letters_split_where_separators_change(raw: str, expected: str) -> None:
     assert normalize_text(raw) == expected
+
+
+def test_a_wider_gap_between_spaced_letters_is_a_word_break() -> None:
+    assert normalize_text("r e m o v e  h e r  c l o t h e s") == "remove her clothes"
+    assert "sexual.en.undress" in hits("r e m o v e  h e r  c l o t h e s")
