@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,6 +147,29 @@ def report_minor(rows: list[tuple[str, str, str]]) -> None:
               f" {naive[0]:>6} {naive[1]:>6}")
 
 
+def cost_per_prompt() -> None:
+    """Median time of one screen (prompt and negative prompt) for a typical prompt and for
+    20,000-character prompts, the request limit, against the naive baseline."""
+    typical = "a photo of my friend at the park, golden hour, 85mm, bokeh"
+    ascii_20k = ("a photo of a woman in a red dress on the beach, golden hour, 85mm, " * 300)
+    mixed_20k = ("naked eye 透视图 \u200f🍑 a b c n*de 脱 衣 " * 700)
+    cases = (("typical prompt", typical, ""), ("20k ASCII prompt", ascii_20k[:20_000], ""),
+             ("20k mixed prompt + negative", mixed_20k[:20_000], mixed_20k[:20_000]))
+    print("\ncost per prompt (median of 7, ms)")
+    for label, prompt, negative in cases:
+        ours, naive = [], []
+        for _ in range(7):
+            start = time.perf_counter()
+            screen_prompt(prompt, negative)
+            ours.append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            naive_screen(prompt)
+            naive.append((time.perf_counter() - start) * 1000)
+        ours_ms, naive_ms = statistics.median(ours), statistics.median(naive)
+        print(f"  {label:<28} gate.text {ours_ms:>8.3f}   naive {naive_ms:>8.3f}"
+              f"   ({ours_ms / naive_ms:.1f}x)")
+
+
 def throughput(rows: list[Row], rounds: int, work: Callable[[Row], object]) -> float:
     start = time.perf_counter()
     for _ in range(rounds):
@@ -168,6 +192,7 @@ def main() -> None:
     report_quality("naive baseline (raw lower-case prompt, literal terms)", rows, naive_flags)
     report_minor(load_minor())
 
+    cost_per_prompt()
     ours = throughput(rows, args.rounds, lambda r: screen_prompt(r.prompt, r.negative))
     naive = throughput(rows, args.rounds, lambda r: naive_screen(r.prompt))
     print(f"\nthroughput over {len(rows)} prompts x {args.rounds} rounds")
