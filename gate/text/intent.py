@@ -70,6 +70,9 @@ _SUBSTRING_LANGUAGES = frozenset({"zh", "ja", "ko"})
 _CATEGORIES = frozenset({"sexual", "violent"})
 #: Rule ids that describe a minor; ``sexual.en.minor`` (lolicon...) is sexual too.
 _MINOR_RULES = ("minor.", "sexual.en.minor")
+#: Rule ids whose words are not read through ``*`` / ``_`` wildcards: those exist to find
+#: hidden sexual words, and short age words would otherwise read from "*do" or "_id".
+_NO_WILDCARDS = ("minor.",)
 _MAX_JOIN = 4
 _MAX_L_VARIANTS = 3
 _QUANTIFIERS = {"": "", "?": "?", "*": "{0,3}"}
@@ -496,7 +499,8 @@ def _add_word(
     for variant in _l_variants(word):
         key = _squeeze(variant)
         words.setdefault(key, []).append(_Word(rule_id, _counts(variant), min_join, len(word)))
-        wild.setdefault(len(key), set()).add((key, rule_id))
+        if not rule_id.startswith(_NO_WILDCARDS):
+            wild.setdefault(len(key), set()).add((key, rule_id))
 
 
 @functools.cache

@@ -629,7 +629,8 @@ def test_minor_is_read(prompt: str) -> None:
     "baby oil", "baby blue dress", "the children of men poster", "22岁的女孩", "二十七岁",
     "十八岁", "让我看起来年轻十岁", "Nina in a red dress", "El Niño storm", "hace 5 años",
     "a kinder world", "25歳の女性", "스물다섯 살", "아이돌 사진", "단단한 살결", "a young woman",
-    "a girl in a red dress",
+    "a girl in a red dress", "a minor inconsistency", "minor league baseball",
+    "much ado about nothing", "*do one thing", "_id field",
 ])
 def test_minor_is_not_read(prompt: str) -> None:
     assert not screen_prompt(prompt).minor, hits(prompt)
