@@ -16,15 +16,19 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from gate.text import screen_prompt
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+from gate.text import screen_prompt  # noqa: E402
+from tests.prompt_sets import load_minor, load_prompts  # noqa: E402
+
 LANGUAGES = ("en", "zh", "es", "pt", "fr", "de", "it", "ru", "ja", "ko")
 SEXUAL_FILES = ("sexual_en.txt", "sexual_zh.txt", "sexual_pinyin.txt",
                 *(f"sexual_{lang}.txt" for lang in LANGUAGES[2:]))
@@ -42,14 +46,8 @@ class Row:
 
 
 def load(name: str, sexual: bool) -> list[Row]:
-    rows, language = [], "en"
-    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
-        if line.startswith("# ["):
-            language = line[3:5]
-        elif line.strip() and not line.startswith("#"):
-            prompt, _, negative = line.partition(" ||| ")
-            rows.append(Row(language, prompt, negative, sexual))
-    return rows
+    return [Row(language, prompt, negative, sexual)
+            for language, prompt, negative in load_prompts(name)]
 
 
 def literal_terms(files: tuple[str, ...]) -> list[str]:
@@ -117,18 +115,6 @@ def report_quality(label: str, rows: list[Row], flag: Callable[[Row], bool]) -> 
         if language == "all":
             wrong = [r for r in subset if flagged[id(r)] != r.sexual]
     return wrong
-
-
-def load_minor() -> list[tuple[str, str, str]]:
-    """(language, label, prompt) rows of prompts_minor.txt (label "minor" or "adult")."""
-    rows, language = [], "en"
-    for line in (DATA / "prompts_minor.txt").read_text(encoding="utf-8").splitlines():
-        if line.startswith("# ["):
-            language = line[3:5]
-        elif "\t" in line and not line.startswith("#"):
-            label, prompt = line.split("\t", 1)
-            rows.append((language, label, prompt))
-    return rows
 
 
 def report_minor(rows: list[tuple[str, str, str]]) -> None:

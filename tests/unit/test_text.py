@@ -7,30 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gate.text import NameHit, NameMatcher, TextScreen, normalize_text, screen_prompt
+from tests.prompt_sets import load_minor, load_prompts
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 RULE_ID = re.compile(r"^(sexual|violent|minor)(\.[a-z0-9_]+)+$")
 #: Languages with their own (smaller) prompt sets besides English and Chinese.
 OTHER_LANGUAGES = ("es", "pt", "fr", "de", "it", "ru", "ja", "ko")
-
-
-def load_prompts(name: str) -> list[tuple[str, str, str]]:
-    """(language, prompt, negative prompt) rows of a prompt-set file."""
-    rows, language = [], "en"
-    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
-        if line.startswith("# ["):
-            language = line[3:5]
-        elif line.strip() and not line.startswith("#"):
-            prompt, _, negative = line.partition(" ||| ")
-            rows.append((language, prompt, negative))
-    return rows
 
 
 def hits(prompt: str, negative: str = "") -> tuple[str, ...]:
@@ -661,22 +648,10 @@ def test_explicit_terms_added_in_december_spare_these(prompt: str) -> None:
     assert not is_sexual(prompt), hits(prompt)
 
 
-def _minor_rows() -> list[tuple[str, str, str]]:
-    """(language, label, prompt) rows of prompts_minor.txt."""
-    rows, language = [], "en"
-    for line in (DATA / "prompts_minor.txt").read_text(encoding="utf-8").splitlines():
-        if line.startswith("# ["):
-            language = line[3:5]
-        elif "\t" in line and not line.startswith("#"):
-            label, prompt = line.split("\t", 1)
-            rows.append((language, label, prompt))
-    return rows
-
-
 def test_minor_set_bars() -> None:
     """Children described (30 to 50 per language) are read at 85 % or more in every language, and
     ages or age words of adults (30 to 50 per language) are read as minors at most once in all."""
-    rows = _minor_rows()
+    rows = load_minor()
     assert len(rows) == 680
     for language in ("en", "zh", *OTHER_LANGUAGES):
         minors = [p for lang, label, p in rows if lang == language and label == "minor"]
@@ -697,7 +672,7 @@ def test_token_prefilter_never_changes_a_result() -> None:
     assert any(section.latin_keys for section in rules.sections)
     prompts = [p for name in ("prompts_benign.txt", "prompts_sexual.txt")
                for _, p, _ in load_prompts(name)]
-    prompts += [p for _, _, p in _minor_rows()]
+    prompts += [p for _, _, p in load_minor()]
     for prompt in prompts:
         assert rules.scan(prompt) == unfiltered.scan(prompt), prompt
 
