@@ -256,10 +256,14 @@ def _latin_phrase(phrase: str) -> str:
     return " ".join(_run_regex(t) for t in _view(normalize_text(phrase)).tokens)
 
 
+def _part_entries(word: str, language: str) -> tuple[str, ...]:
+    """What one part of a word-language line may be: a slot's entries, or the word."""
+    return _slots(language)[word[1:-1]] if word.startswith("{") else (word,)
+
+
 @functools.cache
 def _latin_part(word: str, quantifier: str, gap: str, language: str) -> str:
-    entries = _slots(language)[word[1:-1]] if word.startswith("{") else (word,)
-    body = "|".join(_latin_phrase(entry) for entry in entries)
+    body = "|".join(_latin_phrase(entry) for entry in _part_entries(word, language))
     return f"(?:(?:{body}) {gap}){_QUANTIFIERS[quantifier]}"
 
 
@@ -283,8 +287,8 @@ def _line_keys(line: str, language: str) -> frozenset[str] | None:
     for m in _LATIN_PART.finditer(line):
         if m[2]:  # optional part: a match may lack it
             continue
-        entries = _slots(language)[m[1][1:-1]] if m[1].startswith("{") else (m[1],)
-        firsts = [_view(normalize_text(entry)).tokens[:1] for entry in entries]
+        firsts = [_view(normalize_text(entry)).tokens[:1]
+                  for entry in _part_entries(m[1], language)]
         if not all(firsts):
             continue  # an entry without a token: no safe key for this part
         keys = frozenset(_token_key(first[0]) for first in firsts)

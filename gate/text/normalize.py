@@ -45,16 +45,21 @@ _POSSESSIVE = re.compile(r"(?<=[^\W\d_])'s\b")
 _APOSTROPHE = re.compile(r"(?<=[^\W_])'(?=[^\W_])")
 _CJK_GAP = re.compile(f"(?<=[{CJK_CHARS}])[\\W_]{{1,3}}(?=[{CJK_CHARS}])")
 _PIECE = "a-z0-9@$"
-_SPACED_LETTERS = re.compile(
-    rf"(?<![{_PIECE}])[{_PIECE}](?:[\s.\-_*~+|/\\,:·•]{{1,3}}[{_PIECE}]){{2,}}(?![{_PIECE}])"
-)
+_SEPARATORS = r"\s.\-_*~+|/\\,:·•"
+
+
+def _spaced(chars: str) -> re.Pattern[str]:
+    """Three or more single characters of ``chars`` split by one to three separators."""
+    return re.compile(
+        rf"(?<![{chars}])[{chars}](?:[{_SEPARATORS}]{{1,3}}[{chars}]){{2,}}(?![{chars}])")
+
+
+_SPACED_LETTERS = _spaced(_PIECE)
 _NOT_PIECE = re.compile(rf"[^{_PIECE}]+")
 #: Hangul syllables spelled apart ("벗 겨 줘"): three or more single syllables split by
 #: separators. Korean words are written apart, but a run of one-syllable words is rare.
 _HANGUL = "\uac00-\ud7a3"
-_SPACED_HANGUL = re.compile(
-    rf"(?<![{_HANGUL}])[{_HANGUL}](?:[\s.\-_*~+|/\\,:·•]{{1,3}}[{_HANGUL}]){{2,}}(?![{_HANGUL}])"
-)
+_SPACED_HANGUL = _spaced(_HANGUL)
 _NOT_HANGUL = re.compile(rf"[^{_HANGUL}]+")
 #: Hangul split by marks inside a word ("알-몸", "야.한"): joined whatever the count.
 _MARKED_HANGUL = re.compile(rf"[{_HANGUL}](?:[.\-_*~+|/\\·•]{{1,3}}[{_HANGUL}])+")
