@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections import Counter
 from importlib import resources
 
 #: Han, kana and compatibility ideographs: scripts written without spaces between words.
@@ -134,19 +135,20 @@ def _join_runs(run: str, not_piece: re.Pattern[str]) -> str:
         if i == len(kinds) or kinds[i] != kinds[start]:
             stretches.append((start, i))
             start = i
-    owner = [-1] * len(pieces)
     def claim(number: int) -> tuple[int, int]:  # marks, one space, wider gaps; then longest
         first, last = stretches[number]
         return kinds[first], first - last
 
+    owner = [-1] * len(pieces)
     for number in sorted(range(len(stretches)), key=claim):
         first, last = stretches[number]
         for piece in range(first, last + 1):
             if owner[piece] < 0:
                 owner[piece] = number
+    size = Counter(owner)  # characters each stretch kept
     out = pieces[0]
     for i, sep in enumerate(separators):
-        same = owner[i] == owner[i + 1] and owner.count(owner[i]) >= 3
+        same = owner[i] == owner[i + 1] and size[owner[i]] >= 3
         out += ("" if same else sep) + pieces[i + 1]
     return out
 
