@@ -135,21 +135,26 @@ def report_minor(rows: list[tuple[str, str, str]]) -> None:
 
 def cost_per_prompt() -> None:
     """Median time of one screen (prompt and negative prompt) for a typical prompt and for
-    20,000-character prompts, the request limit, against the naive baseline."""
+    20,000-character prompts, the request limit, against the naive baseline. Every call
+    gets new text (a counter replaces the prompt's last characters); no cache holds
+    prompts, so none can answer."""
     typical = "a photo of my friend at the park, golden hour, 85mm, bokeh"
     ascii_20k = ("a photo of a woman in a red dress on the beach, golden hour, 85mm, " * 300)
     mixed_20k = ("naked eye 透视图 \u200f🍑 a b c n*de 脱 衣 " * 700)
+    spaced_20k = ("a b.c d.e f." * 2000)  # single letters, separators alternating
     cases = (("typical prompt", typical, ""), ("20k ASCII prompt", ascii_20k[:20_000], ""),
-             ("20k mixed prompt + negative", mixed_20k[:20_000], mixed_20k[:20_000]))
+             ("20k mixed prompt + negative", mixed_20k[:20_000], mixed_20k[:20_000]),
+             ("20k spaced letters", spaced_20k[:20_000], ""))
     print("\ncost per prompt (median of 7, ms)")
     for label, prompt, negative in cases:
         ours, naive = [], []
-        for _ in range(7):
+        for call in range(7):
+            text = f"{prompt[:-2]}{call:02d}"
             start = time.perf_counter()
-            screen_prompt(prompt, negative)
+            screen_prompt(text, negative)
             ours.append((time.perf_counter() - start) * 1000)
             start = time.perf_counter()
-            naive_screen(prompt)
+            naive_screen(text)
             naive.append((time.perf_counter() - start) * 1000)
         ours_ms, naive_ms = statistics.median(ours), statistics.median(naive)
         print(f"  {label:<28} gate.text {ours_ms:>8.3f}   naive {naive_ms:>8.3f}"
