@@ -9,7 +9,7 @@ import dataclasses
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gate.text import NameHit, NameMatcher, TextScreen, normalize_text, screen_prompt
@@ -55,6 +55,18 @@ def is_sexual(prompt: str, negative: str = "") -> bool:
         ("n-u-d-e", "nude"),
         ("n_u_d_e", "nude"),
         ("s. e. x.", "sex."),
+        # separators changing from marks to spaces end a word; a wider gap is a word break
+        ("tira a r.o.u.p.a dela", "tira a roupa dela"),  # the article stays a word
+        ("n.u.d.e s e x y", "nude sexy"),
+        ("a n.u.d.e", "a nude"),
+        ("y-o-u n-u-d-e", "you nude"),
+        ("r e m o v e  h e r  c l o t h e s", "remove her clothes"),
+        # Hangul spelled syllable by syllable (three or more) or split by marks
+        ("벗 겨 줘", "벗겨줘"),
+        ("벗.겨.줘", "벗겨줘"),
+        ("두 살 아이", "두 살 아이"),
+        ("옷을 벗 겨 줘", "옷을 벗겨줘"),
+        ("알-몸 으로", "알몸 으로"),
         ("n*de", "n*de"),  # single wildcard kept for the matcher
         ("**bold** text", "bold text"),
         ("s3x", "sex"),
@@ -98,6 +110,7 @@ def test_normalize_is_idempotent_on_obfuscation_alphabet(text: str) -> None:
     ("prompt", "rule"),
     [
         ("undress her", "sexual.en.undress"),
+        ("r e m o v e  h e r  c l o t h e s", "sexual.en.undress"),
         ("remove her clothes", "sexual.en.undress"),
         ("take off her clothes", "sexual.en.undress"),
         ("take off her bra", "sexual.en.undress"),
@@ -677,33 +690,10 @@ def test_token_prefilter_never_changes_a_result() -> None:
         assert rules.scan(prompt) == unfiltered.scan(prompt), prompt
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("벗 겨 줘", "벗겨줘"), ("벗.겨.줘", "벗겨줘"), ("두 살 아이", "두 살 아이"),
-    ("옷을 벗 겨 줘", "옷을 벗겨줘"),
-])
-def test_spaced_hangul_syllables_are_joined(raw: str, expected: str) -> None:
-    assert normalize_text(raw) == expected
-    assert normalize_text(expected) == expected
-
-
 @given(st.text(alphabet="벗겨줘옷을 .-아이두살"))
+@example("벗겨줘")
+@example("두 살 아이")
+@example("옷을 벗겨줘")
 def test_normalize_is_idempotent_on_hangul(text: str) -> None:
     once = normalize_text(text)
     assert normalize_text(once) == once
-
-
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("tira a r.o.u.p.a dela", "tira a roupa dela"),  # the article stays a word
-    ("n.u.d.e s e x y", "nude sexy"),
-    ("a n.u.d.e", "a nude"),
-    ("y-o-u n-u-d-e", "you nude"),
-    ("s. e. x.", "sex."),
-    ("알-몸 으로", "알몸 으로"),
-])
-def test_spaced_letters_split_where_separators_change(raw: str, expected: str) -> None:
-    assert normalize_text(raw) == expected
-
-
-def test_a_wider_gap_between_spaced_letters_is_a_word_break() -> None:
-    assert normalize_text("r e m o v e  h e r  c l o t h e s") == "remove her clothes"
-    assert "sexual.en.undress" in hits("r e m o v e  h e r  c l o t h e s")
